@@ -1,0 +1,69 @@
+"""The estimator interface the ETA-enrich step calls: a batch of requests in, one Eta per request out.
+
+Implementations: `rules.RuleEstimator` (business-day rules, holiday calendar) and the XGBoost model
+with its fallback. The pipeline only ever sees this module's types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, Sequence
+
+from models.domain import EtaSource, EventType, ServiceLevel, Status
+
+
+@dataclass(frozen=True, slots=True)
+class EtaRequest:
+    """What is known about a shipment at the moment of one accepted scan."""
+
+    shipment_id: str
+    service_level: ServiceLevel
+    status: Status                    # status after the scan
+    event_type: EventType
+    event_at: datetime                # scan time (zoned)
+    shipment_created_at: datetime     # label time (zoned)
+    origin_lat: float | None = None
+    origin_lng: float | None = None
+    dest_lat: float | None = None
+    dest_lng: float | None = None
+    origin_zip: str | None = None
+    dest_zip: str | None = None
+    facility_id: str | None = None    # facility of this scan, if any
+    facility_type: str | None = None  # origin | hub | sort_center | delivery_station
+    facility_lat: float | None = None
+    facility_lng: float | None = None
+    last_hub_scan_at: datetime | None = None
+    attempt_count: int = 0
+    remaining_stops: int | None = None
+    carrier: str = "parcel"
+    extra: dict[str, float] = field(default_factory=dict)  # optional online features (weather, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class Eta:
+    at: datetime | None               # None once delivered / returned (nothing to predict)
+    source: EtaSource
+    low: datetime | None = None       # P10
+    high: datetime | None = None      # P90
+    model_version: str | None = None
+    confidence: float | None = None
+
+    def to_json(self) -> dict[str, object]:
+        def iso(d: datetime | None) -> str | None:
+            return d.isoformat() if d else None
+
+        return {
+            "at": iso(self.at),
+            "source": self.source,
+            "interval": {"low": iso(self.low), "high": iso(self.high)},
+            "model_version": self.model_version,
+        }
+
+
+class Estimator(Protocol):
+    name: str
+
+    def estimate(self, requests: Sequence[EtaRequest]) -> list[Eta]:
+        """One Eta per request, in order. Must never raise for a single bad row."""
+        ...

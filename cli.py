@@ -1,4 +1,133 @@
-"""parcel: the one command-line entry point (stack, migrations, topologies, tools)."""
+"""parcel: the one command-line entry point.
 
-def main() -> None:  # replaced below once the CLI exists
-    raise SystemExit("not ready")
+Stack (up, down, status, migrate, seed), topologies (run, lint, describe), tools (label, simulate)
+and the sub-apps of the ETA model (`parcel eta ...`) and the route optimizer (`parcel route ...`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from config.settings import SettingsError, check_all_reachable, get_settings
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+
+
+def _fail(msg: str, code: int = 1) -> None:
+    typer.secho(msg, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def up(
+    only: list[str] = typer.Option(None, "--only", help="start only these servers"),
+    migrate_: bool = typer.Option(True, "--migrate/--no-migrate", help="apply migrations after start"),
+    seed_: bool = typer.Option(True, "--seed/--no-seed", help="load the facility network"),
+) -> None:
+    """Start the local stack (idempotent), create topics, migrate and seed."""
+    from stack.servers import StackError, up as stack_up
+
+    s = get_settings()
+    t0 = time.monotonic()
+    typer.echo(f"stack: starting under {s.stack.dir}")
+    try:
+        stack_up(s, only=only)
+    except StackError as exc:
+        _fail(str(exc))
+    if migrate_ and not only:
+        migrate(target="head")
+    if seed_ and not only:
+        seed(path=None)
+    typer.echo(f"stack: ready in {time.monotonic() - t0:.1f} s")
+
+
+@app.command()
+def down() -> None:
+    """Stop every server of the local stack (data is kept under .stack/)."""
+    from stack.servers import down as stack_down
+
+    stack_down(get_settings(), echo=typer.echo)
+
+
+@app.command()
+def status(check: bool = typer.Option(False, "--check", help="exit 1 unless every server is up")) -> None:
+    """Report each server: address, up or down, pid, memory, log file."""
+    from stack.servers import status as stack_status
+
+    rows = stack_status(get_settings())
+    for r in rows:
+        rss = f"{r.rss_mb:7.0f} MB" if r.rss_mb else "      - "
+        state = typer.style("up  ", fg=typer.colors.GREEN) if r.up else typer.style("down", fg=typer.colors.RED)
+        typer.echo(f"  {r.name:<10} {r.address:<16} {state} pid={r.pid or '-':<8} rss={rss}  log={r.log}")
+    if check and not all(r.up for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def migrate(
+    target: str = typer.Option("head", help="alembic revision for PostgreSQL (e.g. head, base, -1)"),
+) -> None:
+    """Apply the PostgreSQL (Alembic) and Cassandra (versioned CQL) migrations; idempotent."""
+    from stack import migrations
+
+    s = get_settings()
+    try:
+        check_all_reachable(s)
+        pg = migrations.migrate_postgres(s, target)
+        cql = migrations.migrate_cassandra(s)
+    except SettingsError as exc:
+        _fail(str(exc))
+    typer.echo(f"  postgres   at revision {pg}")
+    typer.echo(f"  cassandra  applied {cql or 'nothing new'}")
+
+
+@app.command()
+def seed(path: Path = typer.Option(None, help="facility CSV (default: config/facilities/us_network.csv)")) -> None:
+    """Load the facility network into PostgreSQL (upsert by facility_id; idempotent)."""
+    from stack.seed import seed_facilities
+
+    n = seed_facilities(get_settings(), path)
+    typer.echo(f"  facilities {n} loaded")
+
+
+@app.command()
+def check() -> None:
+    """Check that every configured address accepts connections (names the wrong setting)."""
+    try:
+        check_all_reachable(get_settings())
+    except SettingsError as exc:
+        _fail(str(exc))
+    typer.echo("all stores reachable")
+
+
+def _mount_optional() -> None:
+    """Sub-apps of parts that stand on their own."""
+    try:
+        from models.eta.cli import eta_app
+
+        app.add_typer(eta_app, name="eta", help="ETA model: train, evaluate, retrain")
+    except ImportError:
+        pass
+    try:
+        from routing.cli import route_app
+
+        app.add_typer(route_app, name="route", help="Route optimizer: plan, bench")
+    except ImportError:
+        pass
+
+
+def main() -> None:
+    _mount_optional()
+    try:
+        app()
+    except SettingsError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

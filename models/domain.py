@@ -178,3 +178,99 @@ class AttemptPolicy(BaseModel):
 
 
 EtaSource = Literal["model", "rule"]
+
+
+# --- Additions for the scan pipeline (operators/transition.py, sinks, notifier) --------------------
+
+
+class Facility(BaseModel):
+    """A facility as the pipeline sees it: enough for notifications (name, city) and ETA features."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    facility_id: str = Field(min_length=1, max_length=64)
+    name: str | None = None
+    city: str | None = None
+    type: FacilityType | None = None
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lng: float | None = Field(default=None, ge=-180, le=180)
+
+
+class ShipmentInfo(BaseModel):
+    """What does not change while a shipment moves: carried by every accepted scan downstream."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shipment_id: uuid.UUID
+    tracking_number: str = Field(min_length=1, max_length=64)
+    service_level: ServiceLevel = ServiceLevel.STANDARD
+    created_at: datetime  # label time (zoned)
+    return_of: uuid.UUID | None = None  # set on a return shipment: the shipment it sends back
+    origin_lat: float | None = None
+    origin_lng: float | None = None
+    dest_lat: float | None = None
+    dest_lng: float | None = None
+    origin_zip: str | None = None
+    dest_zip: str | None = None
+
+
+class ShipmentSnapshot(ShipmentInfo):
+    """A shipment as the system of record (PostgreSQL) knows it; rebuilds lost stream state.
+
+    `recent_event_ids` lets duplicate detection survive a rebuild when the store can list the
+    last accepted event ids (e.g. from Cassandra); empty means "unknown", not "none".
+    """
+
+    status: Status
+    attempt_count: int = Field(default=0, ge=0)
+    last_event_at: datetime | None = None
+    last_hub_scan_at: datetime | None = None
+    recent_event_ids: tuple[uuid.UUID, ...] = ()
+
+
+class ReturnShipment(BaseModel):
+    """The linked return shipment started when a shipment turns RETURN_TO_SENDER.
+
+    Every id here is derived deterministically from the original shipment, so a replay derives the
+    same return shipment and the sinks' upserts stay idempotent.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shipment_id: uuid.UUID
+    tracking_number: str
+    return_of: uuid.UUID
+    original_tracking_number: str
+    service_level: ServiceLevel
+    reason_code: ReasonCode | None
+    trigger: Literal["max_attempts", "scan"]
+    # Id of the RETURN_TO_SENDER tracking event the pipeline records on the original shipment when
+    # the move was automatic (the scan itself was a DELIVERY_ATTEMPTED/EXCEPTION); None for a scan.
+    event_id: uuid.UUID | None
+    created_at: datetime
+
+
+class DeadLetterSource(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class DeadLetter(BaseModel):
+    """The dead-letter envelope on `scan-events-dlq` (DESIGN.md section 3)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topology: str
+    step: str
+    reason: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    detail: str | dict[str, Any]
+    source: DeadLetterSource
+    key: str | None
+    value: Any
+    # "json" (value is the parsed document), "text" (not JSON), "base64" (not UTF-8).
+    value_encoding: Literal["json", "text", "base64"] = "json"
+    value_truncated: bool = False
+    failed_at: datetime

@@ -38,6 +38,7 @@ class EtaRequest:
     remaining_stops: int | None = None
     carrier: str = "parcel"
     extra: dict[str, float] = field(default_factory=dict)  # optional online features (weather, ...)
+    promised_at: datetime | None = None  # delivery date promised at purchase (seller/carrier commitment)
 
 
 @dataclass(frozen=True, slots=True)

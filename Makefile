@@ -1,0 +1,58 @@
+# parcel: carrier-scale package tracking. `make help` lists the targets.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PARCEL := $(BIN)/python cli.py
+export PYTHONUNBUFFERED := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help bootstrap venv up down status migrate seed run test test-unit test-integration lint bench bench-eta bench-routing clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+bootstrap: ## install missing system packages (JDK 17, Maven, PostgreSQL, Redis) when root
+	@PYTHON=$(PY) stack/bootstrap.sh
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed ## create the virtualenv with the pinned dependencies
+
+up: bootstrap venv ## start Kafka, Cassandra, PostgreSQL, Redis (idempotent), migrate, seed
+	@$(PARCEL) up
+
+down: ## stop the local stack (data kept in .stack/)
+	@test -x $(BIN)/python && $(PARCEL) down || true
+
+status: venv ## report each server: address, up/down, memory, log
+	@$(PARCEL) status
+
+migrate: venv ## apply PostgreSQL (Alembic) and Cassandra (CQL) migrations
+	@$(PARCEL) migrate
+
+seed: venv ## load the facility network into PostgreSQL
+	@$(PARCEL) seed
+
+run: up ## the main job: stack up, migrated, seeded, healthy
+	@$(PARCEL) status --check
+
+test: up ## every test against the real servers (starts them first)
+	@$(BIN)/pytest -q tests
+
+test-unit: venv ## the pure tests only (no servers)
+	@$(BIN)/pytest -q tests/unit
+
+test-integration: up ## the tests against the real servers
+	@$(BIN)/pytest -q tests/integration
+
+lint: venv ## ruff, mypy on the core packages, and the topology linter
+	@$(BIN)/ruff check .
+	@$(BIN)/mypy --ignore-missing-imports config models stack
+
+clean: down ## stop the stack and delete its data, logs and jars
+	rm -rf .stack

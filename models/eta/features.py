@@ -1,0 +1,574 @@
+"""One feature builder for training (Olist replay) and serving (EtaRequest batches).
+
+Requests -> `Frame` (columns) -> `build_features(frame, tables, history)` -> float32 matrix. Offline
+code builds the very same EtaRequest objects (olist.py) and goes through the same three calls, so
+training and serving cannot disagree. Static tables come from the training window; the rolling
+`History` only ever looks at whole days strictly before the request's day, so a feature never uses
+an outcome that was unknown at the request's moment.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import timezone
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from models.domain import EventType, ServiceLevel, Status
+from models.eta.base import EtaRequest
+
+DAY = 86400.0
+
+EVENT_CODES: dict[str, int] = {e.value: i for i, e in enumerate(EventType)}
+STATUS_CODES: dict[str, int] = {s.value: i for i, s in enumerate(Status)}
+SERVICE_CODES: dict[str, int] = {s.value: i for i, s in enumerate(ServiceLevel)}
+LABEL = EVENT_CODES["LABEL_CREATED"]
+PICKUP = EVENT_CODES["PICKUP"]
+ARRIVAL = EVENT_CODES["ARRIVAL"]
+DELIVERED = EVENT_CODES["DELIVERED"]
+
+# name -> what it is. The artifact stores the subset a model was trained on (its feature list).
+FEATURES: dict[str, str] = {
+    "origin_zip": "origin zip as a number (5 digits; zip codes are laid out geographically)",
+    "dest_zip": "destination zip as a number",
+    "origin_lat": "origin latitude (request, else the zip centroid)",
+    "origin_lng": "origin longitude",
+    "dest_lat": "destination latitude (request, else the zip centroid)",
+    "dest_lng": "destination longitude",
+    "service_level": "service level code (STANDARD, EXPRESS, OVERNIGHT, ECONOMY)",
+    "carrier": "carrier code in the training vocabulary (NaN if unseen)",
+    "event_type": "code of the scan the request follows (label, pickup, arrival, ...)",
+    "day_of_week": "local day of week of the scan, 0 = Monday",
+    "time_of_day": "local hour of the scan, fractional",
+    "elapsed_days": "days since the label was created",
+    "leg_elapsed_ratio": "time in the current leg (since the last hub scan, else the label) over the "
+                         "historical median of that segment (scan type at this facility)",
+    "remaining_distance_km": "great-circle km from the current facility (else the origin) to the destination",
+    "remaining_stops": "stops left on the delivery route, when the route planner knows them",
+    "origin_handling_days": "historical median label -> pickup at this origin facility (shrunk to its region)",
+    "route_median_days": "historical median label -> delivery of the carrier-route (region pair), shrunk",
+    "route_on_time_rate": "historical share of the carrier-route pair delivered by the promised date",
+    "promised_days": "days from the scan to the date promised at purchase (NaN if none)",
+    "volume_index": "new shipments in the last 7 days over the weekly mean of the 28 days before",
+    "facility_throughput": "inbound scans per day at this facility over the last 7 days",
+    "drift_7d": "mean log(actual / route median) of deliveries completed in the last 7 days",
+    "weather_severity": "extra['weather_severity'] from the pipeline, 0..1 (NaN when absent)",
+    "attempt_count": "failed delivery attempts so far",
+}
+
+
+def _num(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _ts(d: Any) -> float:
+    return math.nan if d is None else d.timestamp()
+
+
+@dataclass
+class Frame:
+    """Column view of a batch of requests. `ok` is False for rows that could not be read."""
+
+    n: int
+    ok: np.ndarray
+    shipment_id: np.ndarray
+    event_ts: np.ndarray
+    local_offset: np.ndarray
+    created_ts: np.ndarray
+    leg_start_ts: np.ndarray
+    promised_ts: np.ndarray
+    event_code: np.ndarray
+    status_code: np.ndarray
+    service_code: np.ndarray
+    carrier: np.ndarray
+    origin_zip: np.ndarray
+    dest_zip: np.ndarray
+    facility_id: np.ndarray
+    origin_lat: np.ndarray
+    origin_lng: np.ndarray
+    dest_lat: np.ndarray
+    dest_lng: np.ndarray
+    facility_lat: np.ndarray
+    facility_lng: np.ndarray
+    remaining_stops: np.ndarray
+    weather: np.ndarray
+    attempt_count: np.ndarray
+
+    @property
+    def local_day(self) -> np.ndarray:
+        return np.floor((self.event_ts + self.local_offset) / DAY)
+
+    def take(self, idx: np.ndarray) -> Frame:
+        kw = {k: (getattr(self, k)[idx]) for k in self.__dataclass_fields__ if k != "n"}
+        return Frame(n=len(kw["ok"]), **kw)
+
+
+def _zip(z: Any) -> str:
+    return str(z).strip()[:5] if z else ""
+
+
+def _aware(d: Any) -> Any:
+    """Requests should carry zoned times; a naive one is read as UTC rather than rejected."""
+    return d if d.tzinfo is not None and d.utcoffset() is not None else d.replace(tzinfo=timezone.utc)
+
+
+def _read_row(r: EtaRequest) -> tuple:
+    """Slow, tolerant path for one row; raises on what cannot be read."""
+    ev = _aware(r.event_at)
+
+    def ts(d: Any) -> float:
+        return math.nan if d is None else float(_aware(d).timestamp())
+
+    created = ts(r.shipment_created_at)
+    hub = ts(r.last_hub_scan_at)
+    return (
+        str(r.shipment_id), float(ev.timestamp()), ev.utcoffset().total_seconds(), created,
+        created if math.isnan(hub) else hub,
+        ts(r.promised_at),
+        EVENT_CODES.get(str(getattr(r.event_type, "value", r.event_type)), -1),
+        STATUS_CODES.get(str(getattr(r.status, "value", r.status)), -1),
+        SERVICE_CODES.get(str(getattr(r.service_level, "value", r.service_level)), -1),
+        str(r.carrier or ""), _zip(r.origin_zip), _zip(r.dest_zip), str(r.facility_id or ""),
+        _num(r.origin_lat), _num(r.origin_lng), _num(r.dest_lat), _num(r.dest_lng),
+        _num(r.facility_lat), _num(r.facility_lng), _num(r.remaining_stops),
+        _num((r.extra or {}).get("weather_severity")), float(r.attempt_count or 0),
+    )
+
+
+_BAD_ROW = ("", 0.0, 0.0, 0.0, 0.0, math.nan, -1, -1, -1, "", "", "", "",
+            *([math.nan] * 7), math.nan, 0.0)
+_COLS = ("shipment_id", "event_ts", "local_offset", "created_ts", "leg_start_ts", "promised_ts",
+         "event_code", "status_code", "service_code", "carrier", "origin_zip", "dest_zip", "facility_id",
+         "origin_lat", "origin_lng", "dest_lat", "dest_lng", "facility_lat", "facility_lng",
+         "remaining_stops", "weather", "attempt_count")
+_OBJ = {"shipment_id", "carrier", "origin_zip", "dest_zip", "facility_id"}
+_INT = {"event_code", "status_code", "service_code"}
+
+
+def frame_from_requests(requests: Sequence[EtaRequest]) -> Frame:
+    """Never raises: rows that cannot be read come back with ok=False."""
+    try:
+        return _fast_frame(requests)
+    except Exception:
+        pass
+    rows, ok = [], []
+    for r in requests:
+        try:
+            rows.append(_read_row(r))
+            ok.append(rows[-1][1] == rows[-1][1] and rows[-1][3] == rows[-1][3])
+        except Exception:
+            rows.append(_BAD_ROW)
+            ok.append(False)
+    cols = list(zip(*rows)) if rows else [()] * len(_COLS)
+    kw: dict[str, np.ndarray] = {}
+    for name, col in zip(_COLS, cols):
+        if name in _OBJ:
+            kw[name] = np.array(col, dtype=object)
+        elif name in _INT:
+            kw[name] = np.array(col, dtype=np.int16)
+        else:
+            kw[name] = np.array(col, dtype=np.float64)
+    return Frame(n=len(rows), ok=np.array(ok, dtype=bool), **kw)
+
+
+def _fast_frame(requests: Sequence[EtaRequest]) -> Frame:
+    """The batched path: one comprehension per column; any surprise drops to the tolerant path."""
+    ev = [r.event_at for r in requests]
+    offs = np.array([d.utcoffset().total_seconds() for d in ev], dtype=np.float64)  # naive -> raises
+    event_ts = np.array([d.timestamp() for d in ev], dtype=np.float64)
+    created_ts = np.array([r.shipment_created_at.timestamp() for r in requests], dtype=np.float64)
+    if any(r.shipment_created_at.utcoffset() is None for r in requests):
+        raise ValueError("naive shipment_created_at")
+    hubs = [r.last_hub_scan_at for r in requests]
+    leg = np.array([h.timestamp() if h is not None else math.nan for h in hubs], dtype=np.float64)
+    if any(h is not None and h.utcoffset() is None for h in hubs):
+        raise ValueError("naive last_hub_scan_at")
+    leg = np.where(np.isnan(leg), created_ts, leg)
+    prom = [r.promised_at for r in requests]
+    if any(p is not None and p.utcoffset() is None for p in prom):
+        raise ValueError("naive promised_at")
+    n = len(requests)
+    f = np.float64
+    return Frame(
+        n=n,
+        ok=np.ones(n, dtype=bool),
+        shipment_id=np.array([str(r.shipment_id) for r in requests], dtype=object),
+        event_ts=event_ts,
+        local_offset=offs,
+        created_ts=created_ts,
+        leg_start_ts=leg,
+        promised_ts=np.array([p.timestamp() if p is not None else math.nan for p in prom], dtype=f),
+        event_code=np.array([EVENT_CODES[r.event_type] for r in requests], dtype=np.int16),
+        status_code=np.array([STATUS_CODES[r.status] for r in requests], dtype=np.int16),
+        service_code=np.array([SERVICE_CODES[r.service_level] for r in requests], dtype=np.int16),
+        carrier=np.array([r.carrier or "" for r in requests], dtype=object),
+        origin_zip=np.array([(r.origin_zip or "")[:5] for r in requests], dtype=object),
+        dest_zip=np.array([(r.dest_zip or "")[:5] for r in requests], dtype=object),
+        facility_id=np.array([r.facility_id or "" for r in requests], dtype=object),
+        origin_lat=np.array([r.origin_lat for r in requests], dtype=f),  # None -> nan
+        origin_lng=np.array([r.origin_lng for r in requests], dtype=f),
+        dest_lat=np.array([r.dest_lat for r in requests], dtype=f),
+        dest_lng=np.array([r.dest_lng for r in requests], dtype=f),
+        facility_lat=np.array([r.facility_lat for r in requests], dtype=f),
+        facility_lng=np.array([r.facility_lng for r in requests], dtype=f),
+        remaining_stops=np.array([r.remaining_stops for r in requests], dtype=f),
+        weather=np.array([r.extra.get("weather_severity") if r.extra else None for r in requests], dtype=f),
+        attempt_count=np.array([r.attempt_count for r in requests], dtype=f),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Static tables: learnt once per training window, shipped inside the artifact.
+
+
+def _smooth(n: np.ndarray, value: np.ndarray, parent: np.ndarray, m: float) -> np.ndarray:
+    return (n * value + m * parent) / (n + m)
+
+
+def _local_days(ts: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    return np.floor((ts + offset) / DAY)
+
+
+@dataclass
+class FeatureTables:
+    """Zip centroids, carrier-route and facility medians, learnt from a training window."""
+
+    geo: dict[str, tuple[float, float, str]] = field(default_factory=dict)  # zip -> lat, lng, region
+    route: dict[str, tuple[float, float]] = field(default_factory=dict)     # key -> median days, on-time
+    segment: dict[str, float] = field(default_factory=dict)                 # key -> median leg days
+    handling: dict[str, float] = field(default_factory=dict)                # facility/region -> days
+    carriers: list[str] = field(default_factory=list)
+    global_median_days: float = math.nan
+    global_on_time: float = math.nan
+
+    # -- lookups (vectorised over a Frame; per-row dict gets, cached per distinct key) --
+
+    def region(self, zips: np.ndarray) -> np.ndarray:
+        geo = self.geo
+        return np.array([geo[z][2] if z in geo else ("Z" + z[:3] if z else "") for z in zips], dtype=object)
+
+    def coords(self, zips: np.ndarray, lat: np.ndarray, lng: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        miss = np.isnan(lat) | np.isnan(lng)
+        if not miss.any():
+            return lat, lng
+        lat, lng = lat.copy(), lng.copy()
+        geo = self.geo
+        for i in np.flatnonzero(miss):
+            g = geo.get(zips[i])
+            if g is not None:
+                lat[i], lng[i] = g[0], g[1]
+        return lat, lng
+
+    def route_stats(self, carrier: np.ndarray, o_reg: np.ndarray, d_reg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        route = self.route
+        glob = (self.global_median_days, self.global_on_time)
+        cache: dict[tuple[str, str, str], tuple[float, float]] = {}
+        out_m = np.empty(len(carrier))
+        out_o = np.empty(len(carrier))
+        for i, key in enumerate(zip(carrier, o_reg, d_reg)):
+            v = cache.get(key)
+            if v is None:
+                c, o, d = key
+                v = route.get(f"{c}|{o}|{d}") or route.get(f"{c}|*|{d}") or route.get(f"*|*|{d}") or glob
+                cache[key] = v
+            out_m[i], out_o[i] = v
+        return out_m, out_o
+
+    def segment_median(self, event_code: np.ndarray, facility: np.ndarray, o_reg: np.ndarray) -> np.ndarray:
+        seg = self.segment
+        out = np.full(len(event_code), np.nan)
+        for i, (e, f, o) in enumerate(zip(event_code.tolist(), facility, o_reg)):
+            out[i] = seg.get(f"{e}|{f}") or seg.get(f"{e}|r:{o}") or seg.get(f"{e}") or math.nan
+        return out
+
+    def handling_days(self, facility: np.ndarray, o_reg: np.ndarray) -> np.ndarray:
+        h = self.handling
+        g = h.get("*", math.nan)
+        return np.array([h.get(f) or h.get(f"r:{o}") or g for f, o in zip(facility, o_reg)], dtype=np.float64)
+
+    # -- learning --
+
+    @classmethod
+    def fit(cls, frame: Frame, delivered_ts: np.ndarray, geo: dict[str, tuple[float, float, str]],
+            smoothing: float = 20.0) -> FeatureTables:
+        """Rows of `frame` are training samples (any scan moment) whose delivery time is known."""
+        import pandas as pd
+
+        t = cls(geo=dict(geo))
+        t.carriers = sorted({c for c in frame.carrier})
+        o_reg, d_reg = t.region(frame.origin_zip), t.region(frame.dest_zip)
+        df = pd.DataFrame({
+            "sid": frame.shipment_id, "carrier": frame.carrier, "o": o_reg, "d": d_reg,
+            "fac": frame.facility_id, "ev": frame.event_code.astype(int),
+            "days": (delivered_ts - frame.created_ts) / DAY,
+            "leg": (frame.event_ts - frame.leg_start_ts) / DAY,
+            "on_time": np.where(
+                np.isnan(frame.promised_ts), np.nan,
+                (_local_days(delivered_ts, frame.local_offset) <= _local_days(frame.promised_ts, frame.local_offset))
+                .astype(float)),
+        })
+        ship = df.drop_duplicates("sid")
+        ship = ship[np.isfinite(ship["days"]) & (ship["days"] >= 0)]
+        t.global_median_days = float(ship["days"].median()) if len(ship) else math.nan
+        t.global_on_time = float(ship["on_time"].mean()) if ship["on_time"].notna().any() else math.nan
+        m = smoothing
+
+        def agg(keys: list[str]) -> pd.DataFrame:
+            return ship.groupby(keys).agg(n=("days", "size"), med=("days", "median"), ot=("on_time", "mean"))
+
+        # Backoff chain: destination region, then carrier + destination, then the carrier-route.
+        dest = agg(["d"])
+        dest_med = _smooth(dest["n"].values, dest["med"].values, t.global_median_days, m)
+        dest_ot = _smooth(dest["n"].values, dest["ot"].fillna(t.global_on_time).values, t.global_on_time, m)
+        dest_map = {d: (float(a), float(b)) for d, a, b in zip(dest.index, dest_med, dest_ot)}
+        for d, v in dest_map.items():
+            t.route[f"*|*|{d}"] = v
+        cd = agg(["carrier", "d"]).reset_index()
+        cd_map: dict[tuple[str, str], tuple[float, float]] = {}
+        for c, d, n, med, ot in cd[["carrier", "d", "n", "med", "ot"]].itertuples(index=False):
+            pm, po = dest_map[d]
+            v = (float(_smooth(n, med, pm, m)), float(_smooth(n, po if ot != ot else ot, po, m)))
+            cd_map[(c, d)] = v
+            t.route[f"{c}|*|{d}"] = v
+        r = agg(["carrier", "o", "d"]).reset_index()
+        for c, o, d, n, med, ot in r[["carrier", "o", "d", "n", "med", "ot"]].itertuples(index=False):
+            pm, po = cd_map[(c, d)]
+            t.route[f"{c}|{o}|{d}"] = (float(_smooth(n, med, pm, m)), float(_smooth(n, po if ot != ot else ot, po, m)))
+
+        # Leg medians per (scan type, facility) with backoff to (scan type, origin region), scan type.
+        legs = df[np.isfinite(df["leg"]) & (df["leg"] >= 0) & (df["ev"] != LABEL)]
+        if len(legs):
+            ev_med = legs.groupby("ev")["leg"].median()
+            for e, v in ev_med.items():
+                t.segment[f"{e}"] = float(v)
+            eo = legs.groupby(["ev", "o"])["leg"].agg(["size", "median"]).reset_index()
+            for e, o, n, med in eo.itertuples(index=False):
+                t.segment[f"{e}|r:{o}"] = float(_smooth(n, med, ev_med[e], m))
+            ef = legs[legs["fac"] != ""].groupby(["ev", "fac", "o"])["leg"].agg(["size", "median"]).reset_index()
+            for e, f, o, n, med in ef.itertuples(index=False):
+                t.segment[f"{e}|{f}"] = float(_smooth(n, med, t.segment[f"{e}|r:{o}"], m))
+        # Origin handling: label -> first pickup, per origin facility (the seller, for Olist).
+        pk = legs[legs["ev"] == PICKUP]
+        if len(pk):
+            g = float(pk["leg"].median())
+            t.handling["*"] = g
+            ro = pk.groupby("o")["leg"].agg(["size", "median"])
+            for o, (n, med) in ro.iterrows():
+                t.handling[f"r:{o}"] = float(_smooth(n, med, g, m))
+            rf = pk[pk["fac"] != ""].groupby(["fac", "o"])["leg"].agg(["size", "median"]).reset_index()
+            for f, o, n, med in rf.itertuples(index=False):
+                t.handling[f] = float(_smooth(n, med, t.handling[f"r:{o}"], m))
+        return t
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "geo": {k: list(v) for k, v in self.geo.items()},
+            "route": {k: list(v) for k, v in self.route.items()},
+            "segment": self.segment, "handling": self.handling, "carriers": self.carriers,
+            "global_median_days": self.global_median_days, "global_on_time": self.global_on_time,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> FeatureTables:
+        return cls(
+            geo={k: (float(v[0]), float(v[1]), str(v[2])) for k, v in raw["geo"].items()},
+            route={k: (float(v[0]), float(v[1])) for k, v in raw["route"].items()},
+            segment={k: float(v) for k, v in raw["segment"].items()},
+            handling={k: float(v) for k, v in raw["handling"].items()},
+            carriers=list(raw["carriers"]),
+            global_median_days=float(raw["global_median_days"]),
+            global_on_time=float(raw["global_on_time"]),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Rolling state: whole local days, looked up strictly before the request's day.
+
+WINDOW = 7
+BASELINE = 28
+
+
+@dataclass
+class History:
+    """Daily counters fed by the scans themselves (offline: the replayed dataset; online: each batch).
+
+    created[day]      new shipments (LABEL_CREATED)           -> volume_index
+    delivered[day]    (count, sum log(actual/route median))   -> drift_7d
+    inbound[fac,day]  PICKUP / ARRIVAL scans at a facility    -> facility_throughput
+    """
+
+    created: dict[int, float] = field(default_factory=dict)
+    delivered: dict[int, list[float]] = field(default_factory=dict)
+    inbound: dict[str, dict[int, float]] = field(default_factory=dict)
+    min_deliveries: int = 5
+    _cache: dict[Any, float] = field(default_factory=dict, repr=False)
+
+    def observe(self, frame: Frame, tables: FeatureTables) -> None:
+        if frame.n == 0:
+            return
+        ok = frame.ok
+        day = frame.local_day
+        ev = frame.event_code
+        self._cache.clear()  # a late event may change a window already looked up
+        lab = ok & (ev == LABEL)
+        for d, c in zip(*np.unique(day[lab], return_counts=True)):
+            self.created[int(d)] = self.created.get(int(d), 0.0) + float(c)
+        inb = ok & ((ev == PICKUP) | (ev == ARRIVAL)) & (frame.facility_id != "")
+        for f, d in zip(frame.facility_id[inb], day[inb]):
+            fd = self.inbound.setdefault(f, {})
+            fd[int(d)] = fd.get(int(d), 0.0) + 1.0
+        dl = ok & ((ev == DELIVERED) | (frame.status_code == STATUS_CODES["DELIVERED"]))
+        if dl.any():
+            idx = np.flatnonzero(dl)
+            sub = frame.take(idx)
+            med, _ = tables.route_stats(sub.carrier, tables.region(sub.origin_zip), tables.region(sub.dest_zip))
+            actual = (sub.event_ts - sub.created_ts) / DAY
+            resid = np.log(np.maximum(actual, 0.05) / np.maximum(med, 0.05))
+            good = np.isfinite(resid)
+            for d, v in zip(day[idx][good], resid[good]):
+                cell = self.delivered.setdefault(int(d), [0.0, 0.0])
+                cell[0] += 1.0
+                cell[1] += float(v)
+
+    def _sum(self, table: dict[int, float], lo: int, hi: int) -> float:
+        return sum(table.get(d, 0.0) for d in range(lo, hi))
+
+    def volume_index(self, day: int) -> float:
+        key = ("v", day)
+        v = self._cache.get(key)
+        if v is None:
+            recent = self._sum(self.created, day - WINDOW, day)
+            base = self._sum(self.created, day - WINDOW - BASELINE, day - WINDOW) * WINDOW / BASELINE
+            v = recent / base if base > 0 else math.nan
+            self._cache[key] = v
+        return v
+
+    def drift(self, day: int) -> float:
+        key = ("d", day)
+        v = self._cache.get(key)
+        if v is None:
+            n = s = 0.0
+            for d in range(day - WINDOW, day):
+                cell = self.delivered.get(d)
+                if cell:
+                    n += cell[0]
+                    s += cell[1]
+            v = s / n if n >= self.min_deliveries else math.nan
+            self._cache[key] = v
+        return v
+
+    def throughput(self, facility: str, day: int) -> float:
+        key = (facility, day)
+        v = self._cache.get(key)
+        if v is None:
+            fd = self.inbound.get(facility)
+            v = self._sum(fd, day - WINDOW, day) / WINDOW if fd else (0.0 if facility else math.nan)
+            self._cache[key] = v
+        return v
+
+    def lookup(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        day = frame.local_day
+        days, inv = np.unique(np.nan_to_num(day, nan=0.0).astype(np.int64), return_inverse=True)
+        vol = np.array([self.volume_index(int(d)) for d in days])[inv]
+        dr = np.array([self.drift(int(d)) for d in days])[inv]
+        dint = day.astype(np.int64) if np.isfinite(day).all() else np.nan_to_num(day).astype(np.int64)
+        thr = np.array([self.throughput(f, d) for f, d in zip(frame.facility_id, dint.tolist())])
+        return vol, dr, thr
+
+    def trim(self, keep_from_day: int) -> None:
+        self.created = {d: v for d, v in self.created.items() if d >= keep_from_day}
+        self.delivered = {d: v for d, v in self.delivered.items() if d >= keep_from_day}
+        inbound = {}
+        for f, fd in self.inbound.items():
+            kept = {d: v for d, v in fd.items() if d >= keep_from_day}
+            if kept:
+                inbound[f] = kept
+        self.inbound = inbound
+        self._cache.clear()
+
+    def last_day(self) -> int | None:
+        days = list(self.created) + list(self.delivered)
+        return max(days) if days else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "created": {str(k): v for k, v in self.created.items()},
+            "delivered": {str(k): v for k, v in self.delivered.items()},
+            "inbound": {f: {str(k): v for k, v in fd.items()} for f, fd in self.inbound.items()},
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> History:
+        return cls(
+            created={int(k): float(v) for k, v in raw.get("created", {}).items()},
+            delivered={int(k): [float(v[0]), float(v[1])] for k, v in raw.get("delivered", {}).items()},
+            inbound={f: {int(k): float(v) for k, v in fd.items()} for f, fd in raw.get("inbound", {}).items()},
+        )
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def haversine_km(lat1: np.ndarray, lng1: np.ndarray, lat2: np.ndarray, lng2: np.ndarray) -> np.ndarray:
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dphi, dl = p2 - p1, np.radians(lng2 - lng1)
+    a = np.sin(dphi / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * 6371.0 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def _zip_number(zips: np.ndarray) -> np.ndarray:
+    return np.array([float(z) if z.isdigit() else math.nan for z in zips], dtype=np.float64)
+
+
+def build_features(frame: Frame, tables: FeatureTables, history: History | None,
+                   names: Iterable[str]) -> np.ndarray:
+    """(n, len(names)) float32; NaN marks a value that is not known for that row."""
+    names = list(names)
+    need = set(names)
+    cols: dict[str, np.ndarray] = {}
+    n = frame.n
+    nan = np.full(n, np.nan)
+    o_reg = tables.region(frame.origin_zip)
+    d_reg = tables.region(frame.dest_zip)
+    olat, olng = tables.coords(frame.origin_zip, frame.origin_lat, frame.origin_lng)
+    dlat, dlng = tables.coords(frame.dest_zip, frame.dest_lat, frame.dest_lng)
+    cols.update(origin_lat=olat, origin_lng=olng, dest_lat=dlat, dest_lng=dlng)
+    if "origin_zip" in need:
+        cols["origin_zip"] = _zip_number(frame.origin_zip)
+    if "dest_zip" in need:
+        cols["dest_zip"] = _zip_number(frame.dest_zip)
+    cols["service_level"] = np.where(frame.service_code >= 0, frame.service_code, np.nan)
+    if "carrier" in need:
+        vocab = {c: i for i, c in enumerate(tables.carriers)}
+        cols["carrier"] = np.array([vocab.get(c, math.nan) for c in frame.carrier], dtype=np.float64)
+    cols["event_type"] = np.where(frame.event_code >= 0, frame.event_code, np.nan)
+    local = frame.event_ts + frame.local_offset
+    cols["day_of_week"] = (np.floor(local / DAY) + 3) % 7  # 1970-01-01 was a Thursday
+    cols["time_of_day"] = np.mod(local, DAY) / 3600.0
+    cols["elapsed_days"] = (frame.event_ts - frame.created_ts) / DAY
+    if "leg_elapsed_ratio" in need:
+        seg = tables.segment_median(frame.event_code, frame.facility_id, o_reg)
+        leg = (frame.event_ts - frame.leg_start_ts) / DAY
+        cols["leg_elapsed_ratio"] = np.where(seg > 0, leg / np.where(seg > 0, seg, 1.0), np.nan)
+    here_lat = np.where(np.isnan(frame.facility_lat), olat, frame.facility_lat)
+    here_lng = np.where(np.isnan(frame.facility_lng), olng, frame.facility_lng)
+    cols["remaining_distance_km"] = haversine_km(here_lat, here_lng, dlat, dlng)
+    cols["remaining_stops"] = frame.remaining_stops
+    if "origin_handling_days" in need:
+        cols["origin_handling_days"] = tables.handling_days(frame.facility_id, o_reg)
+    if need & {"route_median_days", "route_on_time_rate"}:
+        med, ot = tables.route_stats(frame.carrier, o_reg, d_reg)
+        cols["route_median_days"], cols["route_on_time_rate"] = med, ot
+    cols["promised_days"] = (frame.promised_ts - frame.event_ts) / DAY
+    if history is not None and need & {"volume_index", "drift_7d", "facility_throughput"}:
+        vol, dr, thr = history.lookup(frame)
+        cols.update(volume_index=vol, drift_7d=dr, facility_throughput=thr)
+    cols["weather_severity"] = frame.weather
+    cols["attempt_count"] = frame.attempt_count
+    out = np.empty((n, len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        out[:, j] = cols.get(name, nan)
+    out[~frame.ok] = np.nan
+    return out

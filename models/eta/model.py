@@ -1,0 +1,334 @@
+"""XGBoost quantile model (P10/P50/P90 of the remaining days) with conformal bands and rule fallback.
+
+`EtaModel` is the artifact (booster + feature list + tables + rolling history + calibration);
+`ModelEstimator` is what the pipeline calls: one batched inference per `estimate()`, and the rule
+estimator answers each row the model should not (see FALLBACK_REASONS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import xgboost as xgb
+
+from models.eta.base import Eta, EtaRequest
+from models.eta.features import (
+    DAY,
+    STATUS_CODES,
+    FeatureTables,
+    Frame,
+    History,
+    build_features,
+    frame_from_requests,
+)
+from models.eta.rules import RuleConfig, RuleEstimator
+
+log = logging.getLogger(__name__)
+
+QUANTILES = (0.1, 0.5, 0.9)
+MODEL_FILE = "model.ubj"
+META_FILE = "meta.json"
+TABLES_FILE = "tables.json"
+HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+
+FALLBACK_REASONS = (
+    "no_model",          # artifact absent, corrupt, or failed to load
+    "model_error",       # inference raised for the batch
+    "bad_row",           # the request could not be read
+    "terminal",          # delivered / returned: nothing to predict (rule answers at=None)
+    "missing_feature",   # a required feature is NaN for the row
+    "out_of_range",      # P50 NaN, negative or beyond max_remaining_days
+    "low_confidence",    # interval too wide for the prediction
+)
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "objective": "reg:quantileerror",
+    "quantile_alpha": list(QUANTILES),
+    "tree_method": "hist",
+    "max_depth": 6,
+    "learning_rate": 0.08,
+    "min_child_weight": 20,
+    "subsample": 0.8,
+    "colsample_bynode": 0.8,
+    "reg_lambda": 5.0,
+    "max_bin": 128,
+    "nthread": 2,
+    "seed": 7,
+}
+
+
+@dataclass
+class TrainConfig:
+    rounds: int = 250
+    cal_frac: float = 0.15          # most recent share of samples (by label time) used to calibrate
+    half_life_days: float = 90.0    # recency weighting of training samples (0 = off)
+    coverage: float = 0.8           # target P10-P90 coverage
+    refit_on_all: bool = True       # final booster sees the calibration block too
+    center: bool = True             # shift P50 by the calibration block's median residual
+    params: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PARAMS))
+
+
+def _target(days: np.ndarray) -> np.ndarray:
+    return np.log1p(np.clip(days, 0.01, None))
+
+
+@dataclass
+class EtaModel:
+    booster: xgb.Booster
+    features: list[str]
+    tables: FeatureTables
+    history: History
+    calibration: dict[str, list[float]]   # event code (or "*") -> [lo, mid, hi] offsets in log space
+    version: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # -- training --
+
+    @classmethod
+    def fit(cls, X: np.ndarray, days: np.ndarray, created_ts: np.ndarray, event_code: np.ndarray,
+            features: list[str], tables: FeatureTables, history: History,
+            config: TrainConfig | None = None, meta: dict[str, Any] | None = None) -> EtaModel:
+        cfg = config or TrainConfig()
+        y = _target(days)
+        t_end = float(np.nanmax(created_ts))
+        if cfg.half_life_days > 0:
+            w = np.power(0.5, (t_end - created_ts) / DAY / cfg.half_life_days)
+        else:
+            w = np.ones(len(y))
+        order = np.argsort(created_ts, kind="stable")
+        n_cal = int(len(y) * cfg.cal_frac)
+        cal = order[len(y) - n_cal:] if n_cal > 0 else order[:0]
+        fit_idx = order[: len(y) - n_cal]
+        params = dict(cfg.params)
+        booster = _train(X[fit_idx], y[fit_idx], w[fit_idx], params, cfg.rounds)
+        calib = {"*": [0.0, 0.0, 0.0]}
+        if n_cal >= 50:
+            q = booster.inplace_predict(X[cal])
+            calib = _conformal(q, y[cal], event_code[cal], cfg.coverage, cfg.center)
+        if cfg.refit_on_all and n_cal > 0:
+            booster = _train(X, y, w, params, cfg.rounds)
+        raw = bytes(booster.save_raw("ubj"))
+        day = datetime.utcfromtimestamp(t_end).strftime("%Y%m%dT%H%M%S") if math.isfinite(t_end) else "na"
+        version = f"eta-{day}-{hashlib.sha1(raw).hexdigest()[:8]}"
+        m = dict(meta or {})
+        m.update(train_config={k: v for k, v in cfg.__dict__.items()}, n_samples=int(len(y)),
+                 n_calibration=int(n_cal))
+        return cls(booster, list(features), tables, history, calib, version, m)
+
+    # -- inference --
+
+    def predict_days(self, X: np.ndarray, event_code: np.ndarray) -> np.ndarray:
+        """(n, 3) remaining days at P10, P50, P90 after calibration; one booster call."""
+        q = self.booster.inplace_predict(X)
+        q = np.asarray(q, dtype=np.float64).reshape(len(X), 3)
+        return self.calibrate(q, event_code)
+
+    def calibrate(self, q: np.ndarray, event_code: np.ndarray) -> np.ndarray:
+        q = np.sort(q, axis=1)  # quantile crossing
+        off = np.empty((len(q), 3))
+        default = self.calibration.get("*", [0.0, 0.0, 0.0])
+        off[:] = default
+        for key, v in self.calibration.items():
+            if key != "*":
+                off[event_code == int(key)] = v
+        q = q + np.column_stack([-off[:, 0], off[:, 1], off[:, 2]])
+        q[:, 0] = np.minimum(q[:, 0], q[:, 1])
+        q[:, 2] = np.maximum(q[:, 2], q[:, 1])
+        return np.expm1(q)
+
+    # -- persistence --
+
+    def save(self, path: str | Path, metrics: dict[str, Any] | None = None) -> Path:
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(p / MODEL_FILE))
+        meta = dict(self.meta, version=self.version, features=self.features, calibration=self.calibration,
+                    quantiles=list(QUANTILES), model_file=MODEL_FILE,
+                    model_sha256=hashlib.sha256((p / MODEL_FILE).read_bytes()).hexdigest())
+        (p / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        (p / TABLES_FILE).write_text(json.dumps(self.tables.to_json()))
+        (p / HISTORY_FILE).write_text(json.dumps(self.history.to_json()))
+        if metrics is not None:
+            (p / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> EtaModel:
+        """Raises on anything missing or corrupt (the caller falls back to rules)."""
+        p = Path(path)
+        meta = json.loads((p / META_FILE).read_text())
+        blob = (p / meta.get("model_file", MODEL_FILE)).read_bytes()
+        want = meta.get("model_sha256")
+        if want and hashlib.sha256(blob).hexdigest() != want:
+            raise ValueError(f"{p / MODEL_FILE}: checksum mismatch")
+        booster = xgb.Booster()
+        booster.load_model(bytearray(blob))
+        booster.set_param({"nthread": int(os.environ.get("ETA_NTHREAD", "2"))})
+        tables = FeatureTables.from_json(json.loads((p / TABLES_FILE).read_text()))
+        hist_file = p / HISTORY_FILE
+        history = History.from_json(json.loads(hist_file.read_text())) if hist_file.exists() else History()
+        features = list(meta["features"])
+        if booster.num_features() != len(features):
+            raise ValueError(f"{p}: model has {booster.num_features()} features, meta lists {len(features)}")
+        return cls(booster, features, tables, history, {k: list(v) for k, v in meta["calibration"].items()},
+                   str(meta["version"]), meta)
+
+
+def _train(X: np.ndarray, y: np.ndarray, w: np.ndarray, params: dict[str, Any], rounds: int) -> xgb.Booster:
+    d = xgb.QuantileDMatrix(X, label=y, weight=w, max_bin=params.get("max_bin", 256))
+    return xgb.train(params, d, num_boost_round=rounds)
+
+
+def _conformal(q: np.ndarray, y: np.ndarray, event_code: np.ndarray, coverage: float,
+               center: bool) -> dict[str, list[float]]:
+    """Split-conformal offsets per scan type (Mondrian CQR), each tail calibrated on its own."""
+    q = np.sort(np.asarray(q, dtype=np.float64), axis=1)
+    tail = (1.0 - coverage) / 2.0
+
+    def offsets(qq: np.ndarray, yy: np.ndarray) -> list[float]:
+        n = len(yy)
+        level = min(1.0, math.ceil((n + 1) * (1 - tail)) / n)
+        lo = float(np.quantile(qq[:, 0] - yy, level))   # lower P10 by this much
+        hi = float(np.quantile(yy - qq[:, 2], level))   # raise P90 by this much
+        mid = float(np.median(yy - qq[:, 1])) if center else 0.0
+        return [lo, mid, hi]
+
+    out = {"*": offsets(q, y)}
+    for e in np.unique(event_code):
+        sel = event_code == e
+        if sel.sum() >= 200:
+            out[str(int(e))] = offsets(q[sel], y[sel])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EtaConfig:
+    """The `eta` section of the pipeline config (see load_estimator)."""
+
+    model_path: str = "artifacts/eta/current"
+    min_confidence: float = 0.15
+    max_remaining_days: float = 90.0
+    required_features: tuple[str, ...] = ("remaining_distance_km",)
+    observe: bool = True            # feed each batch into the rolling history before predicting
+    rules: RuleConfig = field(default_factory=RuleConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> EtaConfig:
+        raw = dict(raw or {})
+        known = {"model_path", "min_confidence", "max_remaining_days", "required_features", "observe", "rules"}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"eta: unknown keys {sorted(unknown)}")
+        rules = RuleConfig.from_dict(raw.pop("rules", None))
+        if "required_features" in raw:
+            raw["required_features"] = tuple(raw["required_features"])
+        return cls(rules=rules, **raw)
+
+
+def confidence(p10: np.ndarray, p50: np.ndarray, p90: np.ndarray) -> np.ndarray:
+    """1 for a zero-width band, 0.5 when the P10-P90 band is as wide as the remaining time."""
+    return 1.0 / (1.0 + (p90 - p10) / np.maximum(p50, 1.0))
+
+
+class ModelEstimator:
+    """The model with the rule estimator behind it. Never raises for a bad row or a bad model."""
+
+    name = "eta_model"
+
+    def __init__(self, model: EtaModel | None, config: EtaConfig | None = None,
+                 rule: RuleEstimator | None = None, load_error: str | None = None) -> None:
+        self.model = model
+        self.config = config or EtaConfig()
+        self.rule = rule or RuleEstimator(self.config.rules)
+        self.load_error = load_error
+        self.fallbacks: Counter[str] = Counter()
+        self.answered: Counter[str] = Counter()
+        missing = [f for f in self.config.required_features if model and f not in model.features]
+        self._required = [model.features.index(f) for f in self.config.required_features
+                          if model and f in model.features]
+        if missing:
+            log.warning("eta: required features %s are not in the model's feature list", missing)
+
+    @property
+    def version(self) -> str | None:
+        return self.model.version if self.model else None
+
+    def features(self, requests: Sequence[EtaRequest]) -> tuple[Frame, np.ndarray]:
+        """The model's feature matrix for a batch (also used by the parity tests)."""
+        assert self.model is not None
+        frame = frame_from_requests(requests)
+        if self.config.observe:
+            self.model.history.observe(frame, self.model.tables)
+        X = build_features(frame, self.model.tables, self.model.history, self.model.features)
+        return frame, X
+
+    def estimate(self, requests: Sequence[EtaRequest]) -> list[Eta]:
+        n = len(requests)
+        if n == 0:
+            return []
+        reason = np.full(n, "", dtype=object)
+        pred = np.full((n, 3), np.nan)
+        conf = np.full(n, np.nan)
+        frame: Frame | None = None
+        if self.model is None:
+            reason[:] = "no_model"
+        else:
+            try:
+                frame, X = self.features(requests)
+                reason[~frame.ok] = "bad_row"
+                terminal = np.isin(frame.status_code, [STATUS_CODES["DELIVERED"], STATUS_CODES["RETURN_TO_SENDER"]])
+                reason[(reason == "") & terminal] = "terminal"
+                if self._required:
+                    miss = np.isnan(X[:, self._required]).any(axis=1)
+                    reason[(reason == "") & miss] = "missing_feature"
+                todo = np.flatnonzero(reason == "")
+                if len(todo):
+                    pred[todo] = self.model.predict_days(X[todo], frame.event_code[todo])  # one call
+                p10, p50, p90 = pred[:, 0], pred[:, 1], pred[:, 2]
+                with np.errstate(invalid="ignore"):
+                    conf = confidence(p10, p50, p90)
+                    bad = ~np.isfinite(pred).all(axis=1) | (p50 < 0) | (p50 > self.config.max_remaining_days)
+                    reason[(reason == "") & bad] = "out_of_range"
+                    reason[(reason == "") & (conf < self.config.min_confidence)] = "low_confidence"
+            except Exception:  # a broken model must not stop the stream: the rules answer the batch
+                log.exception("eta: model inference failed; rule fallback for %d rows", n)
+                reason[reason == ""] = "model_error"
+                frame = None
+        out: list[Eta | None] = [None] * n
+        fb = np.flatnonzero(reason != "")
+        if len(fb):
+            for r, c in zip(*np.unique(reason[fb].astype(str), return_counts=True)):
+                self.fallbacks[r] += int(c)
+            for i, eta in zip(fb.tolist(), self.rule.estimate([requests[i] for i in fb])):
+                out[i] = eta
+        ok = np.flatnonzero(reason == "")
+        if len(ok):
+            assert frame is not None and self.model is not None
+            version = self.model.version
+            base = frame.event_ts[ok]
+            at_ts = base + pred[ok, 1] * DAY
+            lo_ts = base + pred[ok, 0] * DAY
+            hi_ts = base + pred[ok, 2] * DAY
+            cf = conf[ok].tolist()
+            fromts = datetime.fromtimestamp
+            for k, (i, a, lo, hi) in enumerate(zip(ok.tolist(), at_ts.tolist(), lo_ts.tolist(), hi_ts.tolist())):
+                tz = requests[i].event_at.tzinfo
+                out[i] = Eta(at=fromts(a, tz), source="model", low=fromts(lo, tz), high=fromts(hi, tz),
+                             model_version=version, confidence=cf[k])
+        self.answered["model"] += len(ok)
+        self.answered["rule"] += len(fb)
+        return out  # type: ignore[return-value]

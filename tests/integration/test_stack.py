@@ -1,0 +1,163 @@
+"""The four real servers as the project starts them: Kafka, Cassandra, PostgreSQL, Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from config.settings import Settings, SettingsError, check_all_reachable, load_settings
+from stack import migrations
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_contract_topics_exist_with_configured_partitions(stack: Settings) -> None:
+    meta = AdminClient({"bootstrap.servers": stack.kafka.bootstrap_servers}).list_topics(timeout=10)
+    for name in ("scan-events", "notifications", "scan-events-dlq", "driver-locations"):
+        assert name in meta.topics, name
+        assert len(meta.topics[name].partitions) == stack.kafka.partitions
+
+
+def test_scan_events_keep_per_key_order(stack: Settings) -> None:
+    topic = stack.kafka.topics["scan_events"]
+    producer = Producer({"bootstrap.servers": stack.kafka.bootstrap_servers, "enable.idempotence": True})
+    keys = [str(uuid.uuid4()) for _ in range(5)]
+    run = uuid.uuid4().hex
+    for seq in range(20):
+        for key in keys:
+            producer.produce(topic, key=key, value=json.dumps({"run": run, "seq": seq}).encode())
+    assert producer.flush(30) == 0
+
+    consumer = Consumer({"bootstrap.servers": stack.kafka.bootstrap_servers, "group.id": f"t-{run}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    meta = consumer.list_topics(topic, timeout=10)
+    consumer.assign([TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions])
+    seen: dict[str, list[int]] = {k: [] for k in keys}
+    deadline = time.monotonic() + 60
+    while sum(map(len, seen.values())) < 100 and time.monotonic() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is None or msg.error():
+            continue
+        body = json.loads(msg.value())
+        if isinstance(body, dict) and body.get("run") == run:
+            key = msg.key().decode()
+            # one key always lands on one partition
+            seen[key].append(body["seq"])
+    consumer.close()
+    for key in keys:
+        assert seen[key] == list(range(20)), key
+
+
+def test_tracking_events_partition_reads_in_scan_order(stack: Settings) -> None:
+    cluster, session = migrations.cassandra_session(stack, stack.cassandra.keyspace)
+    try:
+        sid = uuid.uuid4()
+        t0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
+        insert = session.prepare(
+            "INSERT INTO tracking_events (shipment_id, created_at, event_id, event_type, status) VALUES (?,?,?,?,?)")
+        times = [t0 + timedelta(hours=h) for h in (5, 1, 3, 0, 4, 2)]  # written out of order
+        for i, t in enumerate(times):
+            session.execute(insert, (sid, t, uuid.uuid4(), "ARRIVAL", f"S{i}"))
+        # a replay of the same (created_at, event_id) rewrites the row instead of adding one
+        eid = uuid.uuid4()
+        session.execute(insert, (sid, t0 + timedelta(hours=6), eid, "DELIVERED", "first"))
+        session.execute(insert, (sid, t0 + timedelta(hours=6), eid, "DELIVERED", "replay"))
+        rows = list(session.execute("SELECT created_at, status FROM tracking_events WHERE shipment_id=%s", (sid,)))
+        assert [r.created_at for r in rows] == sorted(r.created_at for r in rows)
+        assert len(rows) == 7
+        assert rows[-1].status == "replay"
+    finally:
+        cluster.shutdown()
+
+
+def test_postgres_migrations_up_down_up(stack: Settings) -> None:
+    """On a scratch database, so the suite's own data is untouched."""
+    db = f"migtest_{uuid.uuid4().hex[:8]}"
+    host, port = stack.postgres.host_port
+    with psycopg.connect(stack.postgres.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    try:
+        scratch = load_settings(postgres={"dsn": f"postgresql://tracking@{host}:{port}/{db}"})
+        assert migrations.migrate_postgres(scratch) == "0001"
+        assert migrations.migrate_postgres(scratch) == "0001"  # idempotent
+        with psycopg.connect(scratch.postgres.dsn) as conn:
+            tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+            assert {"shipments", "facilities", "recipients", "reschedule_requests"} <= tables
+            enums = {r[0] for r in conn.execute("SELECT typname FROM pg_type WHERE typtype='e'")}
+            assert {"shipment_status", "service_level", "facility_type"} <= enums
+        assert migrations.migrate_postgres(scratch, "base") is None
+        with psycopg.connect(scratch.postgres.dsn) as conn:
+            assert conn.execute("SELECT to_regclass('public.shipments')").fetchone()[0] is None
+            assert not conn.execute("SELECT 1 FROM pg_type WHERE typname='shipment_status'").fetchone()
+        assert migrations.migrate_postgres(scratch) == "0001"
+    finally:
+        with psycopg.connect(stack.postgres.dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
+
+
+def test_cassandra_migrations_are_recorded_and_idempotent(stack: Settings) -> None:
+    assert migrations.migrate_cassandra(stack) == []
+    cluster, session = migrations.cassandra_session(stack, stack.cassandra.keyspace)
+    try:
+        versions = {r.version for r in session.execute("SELECT version FROM schema_migrations")}
+        assert versions == {v for v, _ in migrations.cql_files()}
+    finally:
+        cluster.shutdown()
+
+
+def test_redis_geo_with_ttl(stack: Settings) -> None:
+    r = redis.Redis.from_url(stack.redis.url)
+    key = f"fleet:test:{uuid.uuid4().hex}"
+    r.geoadd(key, (-122.3321, 47.6062, "driver-1"))   # Seattle
+    r.geoadd(key, (-122.2015, 47.6101, "driver-2"))   # Bellevue
+    r.expire(key, 1)
+    (lng, lat), = r.geopos(key, "driver-1")
+    assert abs(lng + 122.3321) < 1e-4 and abs(lat - 47.6062) < 1e-4
+    dist = r.geodist(key, "driver-1", "driver-2", unit="km")
+    assert 9 < dist < 11
+    near = r.geosearch(key, longitude=-122.33, latitude=47.60, radius=2, unit="km")
+    assert near == [b"driver-1"]
+    time.sleep(1.5)
+    assert r.exists(key) == 0  # a silent fleet vanishes
+
+
+def test_facilities_seeded(stack: Settings) -> None:
+    with psycopg.connect(stack.postgres.dsn) as conn:
+        counts = dict(conn.execute("SELECT type::text, count(*) FROM facilities GROUP BY type").fetchall())
+    assert set(counts) == {"origin", "hub", "sort_center", "delivery_station"}
+    assert sum(counts.values()) >= 200
+
+
+def test_wrong_address_names_the_setting() -> None:
+    bad = load_settings(redis={"url": "redis://127.0.0.1:1/0"})
+    with pytest.raises(SettingsError, match=r"redis\.url: cannot reach 127\.0\.0\.1:1"):
+        check_all_reachable(bad)
+    with pytest.raises(SettingsError, match=r"kafka\.bootstrap_servers"):
+        load_settings(kafka={"bootstrap_servers": "no-port-here"})
+
+
+def test_cli_reports_wrong_address_without_traceback() -> None:
+    res = subprocess.run([sys.executable, "cli.py", "check"], cwd=ROOT, capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "PARCEL_POSTGRES__DSN": "postgresql://x@127.0.0.1:1/x"})
+    assert res.returncode == 1
+    assert "postgres.dsn: cannot reach 127.0.0.1:1" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_up_twice_starts_nothing_twice(stack: Settings) -> None:
+    res = subprocess.run([sys.executable, "cli.py", "up"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    for name in ("postgres", "redis", "kafka", "cassandra"):
+        assert f"{name}" in res.stdout
+    assert res.stdout.count("already running") == 4, res.stdout

@@ -104,6 +104,39 @@ def check() -> None:
     typer.echo("all stores reachable")
 
 
+label_app = typer.Typer(help="Shipping labels", no_args_is_help=True)
+app.add_typer(label_app, name="label")
+
+
+@label_app.command("create")
+def label_create(
+    count: int = typer.Option(1, "--count", "-n", min=1, help="how many shipments"),
+    service_level: str = typer.Option(None, "--service-level", help="STANDARD|EXPRESS|OVERNIGHT|ECONOMY"),
+    origin: str = typer.Option(None, "--origin", help="origin facility id (default: random)"),
+    destination: str = typer.Option(None, "--destination", help="destination delivery station id"),
+    emit: bool = typer.Option(True, "--emit/--no-emit", help="emit LABEL_CREATED on scan-events"),
+) -> None:
+    """Create shipments (LABEL_CREATED) and print one JSON line per shipment."""
+    import json
+
+    from api.labels import LabelError, create_labels
+    from models.domain import ServiceLevel
+
+    level = None
+    if service_level:
+        try:
+            level = ServiceLevel(service_level.upper())
+        except ValueError:
+            _fail(f"--service-level: expected one of {', '.join(ServiceLevel)}, got {service_level!r}", 2)
+    try:
+        labels = create_labels(get_settings(), count, service_level=level, origin=origin,
+                               destination=destination, emit=emit)
+    except LabelError as exc:
+        _fail(str(exc), 2)
+    for label in labels:
+        typer.echo(json.dumps(label.to_json()))
+
+
 def _mount_optional() -> None:
     """Sub-apps of parts that stand on their own."""
     try:

@@ -1,0 +1,149 @@
+"""Label creation: a Shipment row (LABEL_CREATED, unguessable tracking number) in PostgreSQL, then
+its LABEL_CREATED scan on `scan-events`. The row is written first, so the pipeline's transition
+step always finds the shipment it is told about.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+
+from config.settings import Settings
+from models.domain import EventType, ServiceLevel
+
+# Crockford base32 without I, L, O, U: no ambiguous characters on a printed label.
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_tracking_number(prefix: str = "PT") -> str:
+    """prefix + 16 base32 characters of 80 random bits + a mod-32 check character."""
+    n = secrets.randbits(80)
+    body = "".join(_ALPHABET[(n >> (5 * i)) & 31] for i in reversed(range(16)))
+    check = _ALPHABET[sum((i + 1) * _ALPHABET.index(c) for i, c in enumerate(body)) % 32]
+    return f"{prefix}{body}{check}"
+
+
+def tracking_number_valid(tn: str, prefix: str = "PT") -> bool:
+    body = tn[len(prefix):-1]
+    if not tn.startswith(prefix) or len(body) != 16 or any(c not in _ALPHABET for c in body + tn[-1]):
+        return False
+    return _ALPHABET[sum((i + 1) * _ALPHABET.index(c) for i, c in enumerate(body)) % 32] == tn[-1]
+
+
+@dataclass(frozen=True)
+class Label:
+    shipment_id: uuid.UUID
+    tracking_number: str
+    service_level: ServiceLevel
+    origin_facility_id: str
+    destination_facility_id: str
+    dest_lat: float
+    dest_lng: float
+    created_at: datetime
+    recipient_id: uuid.UUID
+
+    def to_json(self) -> dict[str, str]:
+        return {"shipment_id": str(self.shipment_id), "tracking_number": self.tracking_number}
+
+    def label_event(self) -> dict[str, object]:
+        return {
+            "event_id": str(uuid.uuid4()), "shipment_id": str(self.shipment_id),
+            "event_type": EventType.LABEL_CREATED.value, "facility_id": self.origin_facility_id,
+            "scan_device_id": "label-api", "location": None, "created_at": self.created_at.isoformat(),
+            "reason_code": None, "raw_scan_data": {"tracking_number": self.tracking_number},
+        }
+
+
+class LabelError(ValueError):
+    pass
+
+
+_FIRST = ["Ana", "Ben", "Chloe", "Dev", "Elena", "Farah", "Gus", "Hana", "Ivan", "Jada", "Kofi", "Lena"]
+_LAST = ["Silva", "Okafor", "Nguyen", "Smith", "Kowalski", "Haddad", "Garcia", "Kim", "Novak", "Reyes"]
+
+
+def _offset(lat: float, lng: float, rng: random.Random, km: float) -> tuple[float, float]:
+    """A point up to `km` from (lat, lng): the recipient near their delivery station."""
+    d, theta = km * math.sqrt(rng.random()), rng.random() * 2 * math.pi
+    return lat + d / 111.0 * math.cos(theta), lng + d / (111.0 * math.cos(math.radians(lat))) * math.sin(theta)
+
+
+def create_labels(
+    settings: Settings,
+    count: int,
+    *,
+    service_level: ServiceLevel | None = None,
+    origin: str | None = None,
+    destination: str | None = None,
+    created_at: datetime | None = None,
+    seed: int | None = None,
+    emit: bool = True,
+) -> list[Label]:
+    """Create `count` shipments (random origins/destinations unless given) and emit their labels."""
+    if count < 1:
+        raise LabelError("count must be at least 1")
+    rng = random.Random(seed)
+    now = created_at or datetime.now(UTC)
+    with psycopg.connect(settings.postgres.dsn) as conn:
+        facilities = conn.execute("SELECT facility_id, type::text, lat, lng, zip, city, state FROM facilities").fetchall()
+        by_id = {f[0]: f for f in facilities}
+        origins = [f for f in facilities if f[1] == "origin"]
+        stations = [f for f in facilities if f[1] == "delivery_station"]
+        if not origins or not stations:
+            raise LabelError("no facility network: run `parcel seed` first")
+        for fid, want in ((origin, "origin"), (destination, "delivery_station")):
+            if fid is not None and (fid not in by_id or by_id[fid][1] != want):
+                raise LabelError(f"{fid!r} is not a known {want} facility")
+        labels: list[Label] = []
+        recipients, shipments = [], []
+        for _ in range(count):
+            o = by_id[origin] if origin else rng.choice(origins)
+            d = by_id[destination] if destination else rng.choice(stations)
+            lat, lng = _offset(d[2], d[3], rng, 6.0)
+            level = service_level or rng.choices(list(ServiceLevel), weights=[60, 20, 8, 12])[0]
+            rid = uuid.UUID(int=rng.getrandbits(128), version=4)
+            name = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
+            recipients.append((rid, name, f"{name.lower().replace(' ', '.')}@example.com",
+                               f"+1555{rng.randrange(10**6, 10**7)}"))
+            label = Label(uuid.UUID(int=rng.getrandbits(128), version=4), new_tracking_number(), level,
+                          o[0], d[0], round(lat, 6), round(lng, 6), now, rid)
+            address = {"line1": f"{rng.randrange(1, 9999)} {rng.choice(['Oak', 'Pine', 'Main', 'Elm'])} St",
+                       "city": d[5], "state": d[6], "zip": d[4], "name": name}
+            shipments.append((label.shipment_id, label.tracking_number, rid, json.dumps(address), label.dest_lat,
+                              label.dest_lng, rng.randrange(100, 30000),
+                              json.dumps({"l_cm": rng.randrange(10, 80), "w_cm": rng.randrange(10, 60),
+                                          "h_cm": rng.randrange(2, 50)}),
+                              level.value, o[0], d[0], now))
+            labels.append(label)
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO recipients (recipient_id, name, email, phone) VALUES (%s,%s,%s,%s)",
+                            recipients)
+            cur.executemany(
+                "INSERT INTO shipments (shipment_id, tracking_number, recipient_id, recipient_address, dest_lat, "
+                "dest_lng, weight_grams, dimensions, service_level, status, origin_facility_id, "
+                "destination_facility_id, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,'LABEL_CREATED',%s,%s,%s)",
+                shipments)
+    if emit:
+        emit_labels(settings, labels)
+    return labels
+
+
+def emit_labels(settings: Settings, labels: list[Label]) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True,
+                         "linger.ms": 20})
+    topic = settings.kafka.topics["scan_events"]
+    for label in labels:
+        producer.produce(topic, key=str(label.shipment_id).encode(), value=json.dumps(label.label_event()).encode())
+        producer.poll(0)
+    left = producer.flush(30)
+    if left:
+        raise RuntimeError(f"{left} LABEL_CREATED events were not delivered to {topic}")

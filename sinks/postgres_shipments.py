@@ -1,0 +1,146 @@
+"""postgres_shipments: AcceptedScan batches in → the Shipment rows' status, ETA, attempt count and
+last_event_at out, in one guarded UPDATE per checkpoint (plus inserts for shipments the pipeline
+itself starts: linked returns, and shipments a scanner's LABEL_CREATED introduced).
+
+The guard `last_event_at <= EXCLUDED.last_event_at` means a replayed (older) checkpoint never moves a
+row backwards. An unreachable PostgreSQL raises backpressure: pause, seek back, retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import psycopg
+from pydantic import Field
+from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
+
+from operators.registry import BuildContext, StepConfig, sink
+from operators.transition import AcceptedScan
+
+log = logging.getLogger(__name__)
+
+UPDATE = """
+UPDATE shipments AS s SET
+    status = v.status::shipment_status,
+    attempt_count = v.attempt_count,
+    last_event_at = v.last_event_at,
+    last_event_id = v.last_event_id,
+    eta = v.eta,
+    eta_source = v.eta_source,
+    eta_interval = CASE WHEN v.eta_low IS NULL OR v.eta_high IS NULL THEN NULL
+                        ELSE tstzrange(LEAST(v.eta_low, v.eta_high), GREATEST(v.eta_low, v.eta_high), '[]') END,
+    model_version = v.model_version,
+    updated_at = now()
+FROM unnest(%s::uuid[], %s::text[], %s::int[], %s::timestamptz[], %s::uuid[], %s::timestamptz[],
+            %s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[])
+     AS v(shipment_id, status, attempt_count, last_event_at, last_event_id, eta, eta_source, eta_low,
+          eta_high, model_version)
+WHERE s.shipment_id = v.shipment_id
+  AND (s.last_event_at IS NULL OR s.last_event_at <= v.last_event_at)
+"""
+
+# A scanner's LABEL_CREATED for a shipment no label call created: the row holds what the scan knew.
+INSERT_SCANNED = """
+INSERT INTO shipments (shipment_id, tracking_number, service_level, status, created_at)
+SELECT * FROM unnest(%s::uuid[], %s::text[], %s::service_level[], %s::shipment_status[], %s::timestamptz[])
+ON CONFLICT (shipment_id) DO NOTHING
+"""
+
+# The linked return: back from the destination to the original's origin facility, sender and
+# recipient swapped. Derived ids make the insert idempotent.
+INSERT_RETURN = """
+INSERT INTO shipments (shipment_id, tracking_number, sender_id, recipient_id, recipient_address, dest_lat,
+                       dest_lng, weight_grams, dimensions, service_level, status, origin_facility_id,
+                       destination_facility_id, created_at, return_of, last_event_at)
+SELECT v.shipment_id, v.tracking_number, o.recipient_id, o.sender_id,
+       jsonb_build_object('facility_id', o.origin_facility_id, 'return_of', o.tracking_number),
+       f.lat, f.lng, o.weight_grams, o.dimensions, o.service_level, 'LABEL_CREATED', o.destination_facility_id,
+       o.origin_facility_id, v.created_at, o.shipment_id, v.created_at
+FROM unnest(%s::uuid[], %s::text[], %s::uuid[], %s::timestamptz[]) AS v(shipment_id, tracking_number, return_of,
+                                                                       created_at)
+JOIN shipments o ON o.shipment_id = v.return_of
+LEFT JOIN facilities f ON f.facility_id = o.origin_facility_id
+ON CONFLICT (shipment_id) DO NOTHING
+"""
+
+
+class PostgresShipmentsConfig(StepConfig):
+    retry_after_s: float = Field(default=5.0, gt=0)
+    connect_timeout_s: int = Field(default=5, ge=1)
+
+
+def latest_per_shipment(scans: list[AcceptedScan]) -> list[AcceptedScan]:
+    """The last accepted scan of each shipment in the batch (arrival order is state order)."""
+    last: dict[Any, AcceptedScan] = {}
+    for scan in scans:
+        last[scan.shipment_id] = scan
+    return list(last.values())
+
+
+def update_columns(scans: list[AcceptedScan]) -> tuple[list[Any], ...]:
+    cols: tuple[list[Any], ...] = tuple([] for _ in range(10))
+    for scan in latest_per_shipment(scans):
+        eta = scan.eta
+        values = (
+            scan.shipment_id, scan.status.value, scan.attempt_count, scan.last_event_at, scan.event.event_id,
+            eta.at if eta else None, eta.source if eta and eta.at else None, eta.low if eta else None,
+            eta.high if eta else None, eta.model_version if eta else None,
+        )
+        for col, v in zip(cols, values, strict=True):
+            col.append(v)
+    return cols
+
+
+@sink("postgres_shipments", config=PostgresShipmentsConfig)
+class PostgresShipmentsSink(BatchingSink):
+    """Update each Shipment's status, ETA, attempts and last_event_at in one guarded statement per batch."""
+
+    def __init__(self, ctx: BuildContext, config: PostgresShipmentsConfig) -> None:
+        super().__init__()
+        self._ctx = ctx
+        self._config = config
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def setup(self) -> None:
+        self._connect()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            settings = self._ctx.require("settings")
+            self._conn = psycopg.connect(settings.postgres.dsn, connect_timeout=self._config.connect_timeout_s)
+        return self._conn
+
+    def write(self, batch: SinkBatch) -> None:
+        scans: list[AcceptedScan] = [item.value for item in batch]
+        if not scans:
+            return
+        t0 = time.perf_counter()
+        scanned = [s for s in scans if s.created_by_scan]
+        returns = [s.return_shipment for s in scans if s.return_shipment is not None]
+        try:
+            conn = self._connect()
+            with conn.transaction(), conn.cursor() as cur:
+                if scanned:
+                    cur.execute(INSERT_SCANNED, (
+                        [s.shipment_id for s in scanned], [s.shipment.tracking_number for s in scanned],
+                        [s.shipment.service_level.value for s in scanned], [s.status.value for s in scanned],
+                        [s.shipment.created_at for s in scanned]))
+                cur.execute(UPDATE, update_columns(scans))
+                if returns:
+                    cur.execute(INSERT_RETURN, (
+                        [r.shipment_id for r in returns], [r.tracking_number for r in returns],
+                        [r.return_of for r in returns], [r.created_at for r in returns]))
+        except psycopg.OperationalError as exc:
+            log.warning("postgres write failed (%s); backing off %.1fs", exc, self._config.retry_after_s)
+            if self._conn is not None:
+                self._conn.close()
+            raise SinkBackpressureError(retry_after=self._config.retry_after_s) from exc
+        metrics = self._ctx.resources.metrics
+        if metrics is not None:
+            metrics.sink_flush(self._ctx.step_id, time.perf_counter() - t0, len(scans))
+
+    def cleanup(self) -> None:
+        if self._conn is not None:
+            self._conn.close()

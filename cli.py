@@ -29,7 +29,8 @@ def up(
     seed_: bool = typer.Option(True, "--seed/--no-seed", help="load the facility network"),
 ) -> None:
     """Start the local stack (idempotent), create topics, migrate and seed."""
-    from stack.servers import StackError, up as stack_up
+    from stack.servers import StackError
+    from stack.servers import up as stack_up
 
     s = get_settings()
     t0 = time.monotonic()
@@ -102,6 +103,51 @@ def check() -> None:
     except SettingsError as exc:
         _fail(str(exc))
     typer.echo("all stores reachable")
+
+
+@app.command()
+def run(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="topology YAML"),
+    metrics_port: int = typer.Option(None, "--metrics-port", help="override metrics.port (0: off)"),
+    state_dir: Path = typer.Option(None, "--state-dir", help="local state (RocksDB) directory"),
+) -> None:
+    """Run a topology as a streaming job; several processes of one file share the work."""
+    import logging
+
+    from topologies.bootstrap import resources_for
+    from topologies.build import run as run_topology
+    from topologies.lint import TopologyError, load_topology
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    s = get_settings()
+    try:
+        spec = load_topology(file)
+    except TopologyError as exc:
+        _fail(str(exc), 2)
+    check_all_reachable(s)
+    resources = resources_for(s, spec.name, metrics_port=metrics_port)
+    run_topology(file, resources=resources, settings=s, state_dir=state_dir)
+
+
+@app.command()
+def lint(files: list[Path] = typer.Argument(..., help="topology YAML files")) -> None:
+    """Check topology files: unknown operator, unknown key, bad knob, missing dead-letter topic."""
+    from topologies.lint import lint_file
+
+    problems = [p for f in files for p in lint_file(f)]
+    for p in problems:
+        typer.echo(str(p), err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{len(files)} topology file(s) OK")
+
+
+@app.command()
+def describe(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
+    """Print the wired graph of a topology file."""
+    from topologies.describe import describe_file
+
+    typer.echo(describe_file(file))
 
 
 label_app = typer.Typer(help="Shipping labels", no_args_is_help=True)

@@ -64,6 +64,7 @@ class CassandraSettings(BaseModel):
     port: int = Field(default=9042, gt=0, lt=65536)
     keyspace: str = Field(default="tracking", pattern=r"^[a-z][a-z0-9_]{0,47}$")
     replication_factor: int = Field(default=1, ge=1)
+    local_dc: str = "datacenter1"
     connect_timeout_s: float = 10.0
 
 

@@ -113,3 +113,8 @@ class PipelineMetrics:
 
     def state_rebuild(self, step: str, result: str) -> None:
         self.state_rebuilds.labels(self.topology, step, result).inc()
+
+    def sink_flush(self, sink: str, seconds: float, records: int) -> None:
+        """For sinks, from `write()`: one checkpoint batch of `records` written in `seconds`."""
+        self.sink_records.labels(self.topology, sink).inc(records)
+        self.sink_flush_seconds.labels(self.topology, sink).observe(seconds)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, ValidationError
 
-from models.domain import FACILITY_REQUIRED, REASON_REQUIRED, EventType, ScanEvent
+from models.domain import FACILITY_REQUIRED, REASON_REQUIRED, ScanEvent
 from operators.ports import Clock, FacilityDirectory, as_facility_directory
 from operators.registry import (
     BuildContext,
@@ -214,4 +214,4 @@ def build_validate(ctx: BuildContext, config: ValidateConfig) -> ValidateStep:
     return ValidateStep(config, ctx.resources.clock, facilities)
 
 
-__all__ = ["ValidateConfig", "ValidateStep", "validate_scan", "REJECT_REASONS", "EventType"]
+__all__ = ["REJECT_REASONS", "ValidateConfig", "ValidateStep", "build_validate", "validate_scan"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import vrplib
+from vrplib.parse import parse_solomon
 
 from routing.problem import Job, Problem, Vehicle
 
@@ -39,7 +40,7 @@ def _tsplib_sections(text: str) -> tuple[dict[str, str], dict[str, list[str]]]:
             rest = line[len(head) :].lstrip(" :")
             if rest:
                 current.append(rest)
-        elif ":" in line and not line[0].isdigit() and not line[0] in "-.":
+        elif ":" in line and not line[0].isdigit() and line[0] not in "-.":
             key, value = line.split(":", 1)
             spec[key.strip().upper()] = value.strip()
             current = None
@@ -139,7 +140,7 @@ def read_solomon(path: Path) -> Problem:
     """Distance-only VRPTW in DIMACS units: arcs floor(10*d), times x10 (distance_min_bks.csv)."""
     lines = path.read_text().splitlines()
     capacity = int(lines[0].split()[0])
-    data = vrplib.parse_solomon(_solomon_header(path.stem, capacity) + "\n".join(lines[1:]))
+    data = parse_solomon(_solomon_header(path.stem, capacity) + "\n".join(lines[1:]))
     xy = np.asarray(data["node_coord"], dtype=np.int64)
     sq = ((xy[:, None, :] - xy[None, :, :]) ** 2).sum(axis=2)
     # floor(10*sqrt(s)) == isqrt(100*s) exactly, with no floating-point edge cases.

@@ -19,6 +19,7 @@ from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
 from operators.registry import BuildContext, StepConfig, sink
 from operators.transition import RETURN_NAMESPACE, AcceptedScan
+from sinks.stores import cassandra_cluster
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,9 @@ class CassandraTrackingEventsSink(BatchingSink):
         self._insert: Any = None
 
     def setup(self) -> None:
-        from cassandra.cluster import Cluster
-
         settings = self._ctx.require("settings")
-        c = settings.cassandra
-        self._cluster = Cluster(c.contact_points, port=c.port, connect_timeout=c.connect_timeout_s)
-        self._session = self._cluster.connect(c.keyspace)
+        self._cluster = cassandra_cluster(settings)
+        self._session = self._cluster.connect(settings.cassandra.keyspace)
         self._session.default_timeout = self._config.request_timeout_s
         self._insert = self._session.prepare(INSERT)
 

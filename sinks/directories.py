@@ -103,11 +103,10 @@ class PostgresShipments:
 
     def _cassandra(self) -> Any:
         if self._session is None:
-            from cassandra.cluster import Cluster
+            from sinks.stores import cassandra_cluster
 
-            c = self._settings.cassandra
-            self._cluster = Cluster(c.contact_points, port=c.port, connect_timeout=c.connect_timeout_s)
-            self._session = self._cluster.connect(c.keyspace)
+            self._cluster = cassandra_cluster(self._settings)
+            self._session = self._cluster.connect(self._settings.cassandra.keyspace)
             self._select_ids = self._session.prepare(
                 "SELECT event_id FROM tracking_events WHERE shipment_id = ? ORDER BY created_at DESC LIMIT ?")
         return self._session

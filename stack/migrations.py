@@ -67,10 +67,9 @@ def _statements(text: str) -> list[str]:
 
 
 def cassandra_session(settings: Settings, keyspace: str | None = None):
-    from cassandra.cluster import Cluster
+    from sinks.stores import cassandra_cluster
 
-    c = settings.cassandra
-    cluster = Cluster(c.contact_points, port=c.port, connect_timeout=c.connect_timeout_s)
+    cluster = cassandra_cluster(settings)
     return cluster, cluster.connect(keyspace)
 
 

@@ -271,10 +271,10 @@ def _cql_ready(settings: Settings) -> bool:
     host = settings.cassandra.contact_points[0]
     if not _port_open(host, settings.cassandra.port):
         return False
-    from cassandra.cluster import Cluster
+    from sinks.stores import cassandra_cluster
 
     try:
-        cluster = Cluster([host], port=settings.cassandra.port, connect_timeout=3)
+        cluster = cassandra_cluster(settings, connect_timeout=3)
         cluster.connect().execute("SELECT release_version FROM system.local")
         cluster.shutdown()
         return True
@@ -369,8 +369,9 @@ def start_postgres(settings: Settings) -> str:
 
 def _ensure_pg_db(settings: Settings) -> None:
     """Create the role and database named by postgres.dsn when missing (local trust auth)."""
-    import psycopg
     from urllib.parse import urlsplit
+
+    import psycopg
 
     parts = urlsplit(settings.postgres.dsn)
     role, db = parts.username or "tracking", (parts.path.lstrip("/") or "tracking")

@@ -6,9 +6,10 @@ with its fallback. The pipeline only ever sees this module's types.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from models.domain import EtaSource, EventType, ServiceLevel, Status
 

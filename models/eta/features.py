@@ -10,9 +10,10 @@ an outcome that was unknown at the request's moment.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timezone
-from typing import Any, Iterable, Sequence
+from datetime import UTC
+from typing import Any
 
 import numpy as np
 
@@ -111,7 +112,7 @@ def _zip(z: Any) -> str:
 
 def _aware(d: Any) -> Any:
     """Requests should carry zoned times; a naive one is read as UTC rather than rejected."""
-    return d if d.tzinfo is not None and d.utcoffset() is not None else d.replace(tzinfo=timezone.utc)
+    return d if d.tzinfo is not None and d.utcoffset() is not None else d.replace(tzinfo=UTC)
 
 
 def _read_row(r: EtaRequest) -> tuple:

@@ -13,10 +13,11 @@ import logging
 import math
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import xgboost as xgb
@@ -113,17 +114,28 @@ class EtaModel:
         params = dict(cfg.params)
         booster = _train(X[fit_idx], y[fit_idx], w[fit_idx], params, cfg.rounds)
         calib = {"*": [0.0, 0.0, 0.0]}
+        cal_stats: dict[str, Any] = {"rows": int(n_cal)}
         if n_cal >= 50:
             q = booster.inplace_predict(X[cal])
             calib = _conformal(q, y[cal], event_code[cal], cfg.coverage, cfg.center)
+            days_cal = np.expm1(y[cal])
+            raw_q = np.expm1(np.sort(q, axis=1))
+            tmp = cls(booster, list(features), tables, history, calib, "tmp")
+            adj = tmp.calibrate(np.asarray(q, dtype=np.float64), event_code[cal])
+            cal_stats = {
+                "rows": int(n_cal),
+                "mae_days_p50": round(float(np.abs(adj[:, 1] - days_cal).mean()), 3),
+                "coverage_raw": round(float(((days_cal >= raw_q[:, 0]) & (days_cal <= raw_q[:, 2])).mean()), 4),
+                "coverage_calibrated": round(float(((days_cal >= adj[:, 0]) & (days_cal <= adj[:, 2])).mean()), 4),
+            }
         if cfg.refit_on_all and n_cal > 0:
             booster = _train(X, y, w, params, cfg.rounds)
         raw = bytes(booster.save_raw("ubj"))
-        day = datetime.utcfromtimestamp(t_end).strftime("%Y%m%dT%H%M%S") if math.isfinite(t_end) else "na"
+        day = datetime.fromtimestamp(t_end, UTC).strftime("%Y%m%dT%H%M%S") if math.isfinite(t_end) else "na"
         version = f"eta-{day}-{hashlib.sha1(raw).hexdigest()[:8]}"
         m = dict(meta or {})
         m.update(train_config={k: v for k, v in cfg.__dict__.items()}, n_samples=int(len(y)),
-                 n_calibration=int(n_cal))
+                 n_calibration=int(n_cal), calibration_block=cal_stats)
         return cls(booster, list(features), tables, history, calib, version, m)
 
     # -- inference --

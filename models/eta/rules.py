@@ -6,9 +6,10 @@ days skip weekends and the configured country's public holidays, counted in the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import holidays
 import numpy as np
@@ -97,7 +98,7 @@ class BusinessCalendar:
 
 def _aware(d: datetime) -> datetime:
     """Requests should carry zoned times; a naive one is read as UTC rather than rejected."""
-    return d if d.tzinfo is not None and d.utcoffset() is not None else d.replace(tzinfo=timezone.utc)
+    return d if d.tzinfo is not None and d.utcoffset() is not None else d.replace(tzinfo=UTC)
 
 
 class RuleEstimator:

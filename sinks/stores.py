@@ -1,0 +1,21 @@
+"""Store clients built from settings, in one place: every Cassandra session of the project is made
+here (protocol v5, DC-aware policy on the configured contact points, no driver warnings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.settings import Settings
+
+
+def cassandra_cluster(settings: Settings, *, connect_timeout: float | None = None) -> Any:
+    from cassandra import ProtocolVersion
+    from cassandra.cluster import Cluster
+    from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+
+    c = settings.cassandra
+    return Cluster(
+        c.contact_points, port=c.port, protocol_version=ProtocolVersion.V5,
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=c.local_dc)),
+        connect_timeout=connect_timeout or c.connect_timeout_s,
+    )

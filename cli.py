@@ -110,6 +110,7 @@ def run(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="topology YAML"),
     metrics_port: int = typer.Option(None, "--metrics-port", help="override metrics.port (0: off)"),
     state_dir: Path = typer.Option(None, "--state-dir", help="local state (RocksDB) directory"),
+    group: str = typer.Option(None, "--group", help="override the topology's consumer group"),
 ) -> None:
     """Run a topology as a streaming job; several processes of one file share the work."""
     import logging
@@ -126,7 +127,8 @@ def run(
         _fail(str(exc), 2)
     check_all_reachable(s)
     resources = resources_for(s, spec.name, metrics_port=metrics_port)
-    run_topology(file, resources=resources, settings=s, state_dir=state_dir)
+    options = {"consumer_group": group} if group else None
+    run_topology(file, resources=resources, settings=s, state_dir=state_dir, app_options=options)
 
 
 @app.command()
@@ -148,6 +150,39 @@ def describe(file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> N
     from topologies.describe import describe_file
 
     typer.echo(describe_file(file))
+
+
+@app.command()
+def simulate(
+    shipments: int = typer.Option(200, "--shipments", "-n", min=1, help="shipments in the day"),
+    seed: int = typer.Option(0, help="the same seed gives the same day"),
+    duplicates: float = typer.Option(0.02, help="share of messages re-sent with the same event_id"),
+    invalid: float = typer.Option(0.01, help="share of messages that break the state machine"),
+    malformed: float = typer.Option(0.01, help="share of garbage messages (bad JSON, types, ...)"),
+    exceptions: float = typer.Option(0.05, help="share of shipments with an EXCEPTION"),
+    failed_attempts: float = typer.Option(0.08, help="share of shipments with a failed delivery attempt"),
+    returns: float = typer.Option(0.02, help="share of shipments reaching 3 attempts (return to sender)"),
+    rate: float = typer.Option(None, help="messages per second (default: as fast as possible)"),
+) -> None:
+    """Produce a realistic carrier day on scan-events (labels first), and print what to expect."""
+    import json
+    from collections import Counter
+
+    from simulator.live import plan_day, run_day
+
+    s = get_settings()
+    check_all_reachable(s)
+    day = plan_day(shipments, seed=seed, duplicate_share=duplicates, invalid_transition_share=invalid,
+                   malformed_share=malformed, exception_share=exceptions, failed_attempt_share=failed_attempts,
+                   return_share=returns)
+    result = run_day(s, day, rate_per_s=rate)
+    finals = Counter(o.status.value for o in day.expected.values() if o.status is not None)
+    typer.echo(json.dumps({
+        "shipments": len(day.shipments), "labels": len(day.shipments), "scan_messages": len(day.messages),
+        "kinds": day.kinds, "dead_letter_reasons": day.reasons, "expected_final_status": dict(finals),
+        "produced": result.sent if hasattr(result, "sent") else None,
+        "sample_tracking_number": day.shipments[0].tracking_number,
+    }, indent=2, default=str))
 
 
 label_app = typer.Typer(help="Shipping labels", no_args_is_help=True)

@@ -92,7 +92,8 @@ def create_labels(
     rng = random.Random(seed)
     now = created_at or datetime.now(UTC)
     with psycopg.connect(settings.postgres.dsn) as conn:
-        facilities = conn.execute("SELECT facility_id, type::text, lat, lng, zip, city, state FROM facilities").fetchall()
+        facilities = conn.execute(
+            "SELECT facility_id, type::text, lat, lng, zip, city, state FROM facilities").fetchall()
         by_id = {f[0]: f for f in facilities}
         origins = [f for f in facilities if f[1] == "origin"]
         stations = [f for f in facilities if f[1] == "delivery_station"]
@@ -102,26 +103,39 @@ def create_labels(
             if fid is not None and (fid not in by_id or by_id[fid][1] != want):
                 raise LabelError(f"{fid!r} is not a known {want} facility")
         labels: list[Label] = []
-        recipients, shipments = [], []
         for _ in range(count):
             o = by_id[origin] if origin else rng.choice(origins)
             d = by_id[destination] if destination else rng.choice(stations)
             lat, lng = _offset(d[2], d[3], rng, 6.0)
             level = service_level or rng.choices(list(ServiceLevel), weights=[60, 20, 8, 12])[0]
-            rid = uuid.UUID(int=rng.getrandbits(128), version=4)
+            labels.append(Label(uuid.UUID(int=rng.getrandbits(128), version=4), new_tracking_number(), level,
+                                o[0], d[0], round(lat, 6), round(lng, 6), now,
+                                uuid.UUID(int=rng.getrandbits(128), version=4)))
+    store_labels(settings, labels, seed=seed)
+    if emit:
+        emit_labels(settings, labels)
+    return labels
+
+
+def store_labels(settings: Settings, labels: list[Label], *, seed: int | None = None) -> None:
+    """Write the labels' recipients and Shipment rows (LABEL_CREATED) in one transaction."""
+    rng = random.Random(seed)
+    recipients, shipments = [], []
+    with psycopg.connect(settings.postgres.dsn) as conn:
+        cities = {r[0]: r[1:] for r in conn.execute("SELECT facility_id, zip, city, state FROM facilities")}
+        for label in labels:
+            zip_, city, state = cities.get(label.destination_facility_id, (None, None, None))
             name = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
-            recipients.append((rid, name, f"{name.lower().replace(' ', '.')}@example.com",
+            recipients.append((label.recipient_id, name, f"{name.lower().replace(' ', '.')}@example.com",
                                f"+1555{rng.randrange(10**6, 10**7)}"))
-            label = Label(uuid.UUID(int=rng.getrandbits(128), version=4), new_tracking_number(), level,
-                          o[0], d[0], round(lat, 6), round(lng, 6), now, rid)
             address = {"line1": f"{rng.randrange(1, 9999)} {rng.choice(['Oak', 'Pine', 'Main', 'Elm'])} St",
-                       "city": d[5], "state": d[6], "zip": d[4], "name": name}
-            shipments.append((label.shipment_id, label.tracking_number, rid, json.dumps(address), label.dest_lat,
-                              label.dest_lng, rng.randrange(100, 30000),
+                       "city": city, "state": state, "zip": zip_, "name": name}
+            shipments.append((label.shipment_id, label.tracking_number, label.recipient_id, json.dumps(address),
+                              label.dest_lat, label.dest_lng, rng.randrange(100, 30000),
                               json.dumps({"l_cm": rng.randrange(10, 80), "w_cm": rng.randrange(10, 60),
                                           "h_cm": rng.randrange(2, 50)}),
-                              level.value, o[0], d[0], now))
-            labels.append(label)
+                              label.service_level.value, label.origin_facility_id, label.destination_facility_id,
+                              label.created_at))
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO recipients (recipient_id, name, email, phone) VALUES (%s,%s,%s,%s)",
                             recipients)
@@ -130,9 +144,6 @@ def create_labels(
                 "dest_lng, weight_grams, dimensions, service_level, status, origin_facility_id, "
                 "destination_facility_id, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,'LABEL_CREATED',%s,%s,%s)",
                 shipments)
-    if emit:
-        emit_labels(settings, labels)
-    return labels
 
 
 def emit_labels(settings: Settings, labels: list[Label]) -> None:

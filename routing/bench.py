@@ -3,13 +3,14 @@ engine out. Every engine's routes are re-costed by routing.problem.evaluate, nev
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from routing.engines import get_engine
+from routing.engines import EngineResult, get_engine
 from routing.instances import READERS, cases
 from routing.problem import evaluate
 
@@ -55,10 +56,9 @@ def run(
         if max_nodes is not None and nodes > max_nodes:
             continue
         for name, limit in solvers:
-            eng = get_engine(name)
             t0 = time.perf_counter()
             try:
-                result = eng.solve(problem, limit, seed)
+                result = solve_guarded(name, problem, limit, seed)
             except Exception as exc:  # noqa: BLE001 - a crashing engine is a result row, not the end of the run
                 yield BenchRow(case.name, name, None, case.reference, None, time.perf_counter() - t0, False,
                                nodes, limit, f"{type(exc).__name__}: {exc}")
@@ -66,9 +66,44 @@ def run(
             seconds = time.perf_counter() - t0
             ev = evaluate(problem, result.routes)
             cost = ev.cost / problem.cost_scale
-            gap = 100.0 * (cost - case.reference) / case.reference
-            yield BenchRow(case.name, name, round(cost, 3), case.reference, round(gap, 4), round(seconds, 3),
-                           ev.feasible, nodes, limit)
+            # A gap only means something for a feasible answer; an infeasible one keeps its cost for the record.
+            gap = 100.0 * (cost - case.reference) / case.reference if ev.feasible else None
+            yield BenchRow(
+                case.name, name, round(cost, 3), case.reference, None if gap is None else round(gap, 4),
+                round(seconds, 3), ev.feasible, nodes, limit,
+            )
+
+
+def _child(conn, name: str, problem, limit: float, seed: int) -> None:  # noqa: ANN001
+    try:
+        conn.send(("ok", get_engine(name).solve(problem, limit, seed)))
+    except Exception as exc:  # noqa: BLE001 - sent to the parent as the row's error
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def solve_guarded(name: str, problem, limit: float, seed: int) -> EngineResult:  # noqa: ANN001
+    """Solve in a forked child that is killed past the budget plus a grace: an engine that ignores its
+    time limit (VROOM's single-vehicle TSP path on 1,000+ nodes) or crashes costs one row, not the run."""
+    grace = max(10.0, limit)
+    parent, child = mp.get_context("fork").Pipe(duplex=False)
+    proc = mp.get_context("fork").Process(target=_child, args=(child, name, problem, limit, seed), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(limit + grace):
+            raise TimeoutError(f"no result within {limit + grace:.0f} s (budget {limit:g} s + grace)")
+        status, payload = parent.recv()
+    except EOFError as exc:
+        raise RuntimeError(f"engine process died (exit code {proc.exitcode})") from exc
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+    if status != "ok":
+        raise RuntimeError(payload)
+    return payload
 
 
 def summarise(rows: list[BenchRow]) -> dict[str, dict[str, object]]:
@@ -76,13 +111,52 @@ def summarise(rows: list[BenchRow]) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for solver in dict.fromkeys(r.solver for r in rows):
         mine = [r for r in rows if r.solver == solver]
-        feas = [r for r in mine if r.feasible and r.gap is not None]
+        gaps = [r.gap for r in mine if r.feasible and r.gap is not None]
         out[solver] = {
             "instances": len(mine),
-            "feasible": len(feas),
-            "mean_gap": round(statistics.fmean(r.gap for r in feas), 4) if feas else None,  # type: ignore[misc]
-            "max_gap": round(max(r.gap for r in feas), 4) if feas else None,  # type: ignore[type-var]
+            "feasible": len(gaps),
+            "mean_gap": round(statistics.fmean(gaps), 4) if gaps else None,
+            "max_gap": round(max(gaps), 4) if gaps else None,
             "mean_seconds": round(statistics.fmean(r.seconds for r in mine), 2) if mine else None,
             "max_seconds": round(max(r.seconds for r in mine), 2) if mine else None,
         }
     return out
+
+
+def markdown(rows: list[BenchRow], title: str) -> str:
+    """Per-instance table (gap % and seconds per engine) followed by the per-engine means."""
+    solvers = list(dict.fromkeys(r.solver for r in rows))
+    names = list(dict.fromkeys(r.name for r in rows))
+    cell = {(r.name, r.solver): r for r in rows}
+    head = "| instance | nodes | reference | " + " | ".join(f"{s} gap % (s)" for s in solvers) + " |"
+    lines = [f"### {title}", "", head, "|" + "---|" * (3 + len(solvers))]
+    for n in names:
+        first = next(r for r in rows if r.name == n)
+        cells = []
+        for s in solvers:
+            r = cell.get((n, s))
+            if r is None:
+                cells.append("")
+            elif r.error:
+                cells.append(f"error ({r.seconds:.1f})")
+            elif not r.feasible:
+                cells.append(f"infeasible ({r.seconds:.1f})")
+            else:
+                cells.append(f"{r.gap:.2f} ({r.seconds:.1f})")
+        lines.append(f"| {n} | {first.nodes} | {first.reference:g} | " + " | ".join(cells) + " |")
+    lines += ["", "| engine | budget s | instances | feasible | mean gap % | max gap % | mean s | max s |",
+              "|---|---|---|---|---|---|---|---|"]
+    for s, v in summarise(rows).items():
+        budget = next(r.time_limit for r in rows if r.solver == s)
+        lines.append(
+            f"| {s} | {budget:g} | {v['instances']} | {v['feasible']} | {v['mean_gap']} | {v['max_gap']} | "
+            f"{v['mean_seconds']} | {v['max_seconds']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def load_rows(path: Path) -> list[BenchRow]:
+    import json
+
+    with open(path) as fh:
+        return [BenchRow(**json.loads(line)) for line in fh if line.startswith("{")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -16,15 +17,20 @@ route_app = typer.Typer(help="Stop-sequence planning over established solvers (P
 
 @route_app.command("bench")
 def bench(
-    directory: Path = typer.Argument(..., exists=True, file_okay=False, help="A set laid out like shared/data/tsplib"),
-    time_limit: float = typer.Option(10.0, "--time-limit", help="Seconds per instance and solver"),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line per instance and solver"),
-    solver: list[str] = typer.Option(
-        [], "--solver", help=f"Engine, repeatable; NAME or NAME=SECONDS. Default: all of {', '.join(ENGINE_NAMES)}"
-    ),
-    only: list[str] = typer.Option([], "--only", help="Instance name, repeatable"),
-    max_nodes: int | None = typer.Option(None, "--max-nodes", help="Skip larger instances"),
-    seed: int = typer.Option(0, "--seed"),
+    directory: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="A set laid out like shared/data/tsplib")
+    ],
+    time_limit: Annotated[float, typer.Option("--time-limit", help="Seconds per instance and solver")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line per instance and solver")] = False,
+    solver: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--solver", help=f"Engine, repeatable; NAME or NAME=SECONDS. Default: all of {', '.join(ENGINE_NAMES)}"
+        ),
+    ] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Instance name, repeatable")] = None,
+    max_nodes: Annotated[int | None, typer.Option("--max-nodes", help="Skip larger instances")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Run every chosen engine on every instance of DIR and compare with the set's reference CSV."""
     from routing.bench import parse_solver_spec, run, summarise
@@ -34,7 +40,7 @@ def bench(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--solver") from exc
     rows = []
-    for row in run(directory, solvers, set(only) or None, max_nodes, seed):
+    for row in run(directory, solvers, set(only or []) or None, max_nodes, seed):
         rows.append(row)
         if as_json:
             print(json.dumps(row.to_json()), flush=True)
@@ -46,11 +52,31 @@ def bench(
     print(json.dumps({"summary": summarise(rows)}), file=sys.stderr)
 
 
+@route_app.command("report")
+def report(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="JSONL written by bench --json")],
+    max_nodes: Annotated[int | None, typer.Option("--max-nodes", help="Also summarise instances up to N")] = None,
+) -> None:
+    """Markdown tables (per instance and per-engine means) from bench --json output."""
+    from routing.bench import load_rows, markdown
+
+    for f in files:
+        rows = load_rows(f)
+        print(markdown(rows, f.stem))
+        if max_nodes is not None:
+            small = [r for r in rows if r.nodes <= max_nodes]
+            print(markdown(small, f"{f.stem}, instances up to {max_nodes} nodes").split("\n\n", 1)[1])
+
+
 @route_app.command("plan")
 def plan_cmd(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A PlanRequest as JSON"),
-    time_limit: float | None = typer.Option(None, "--time-limit", help="Overrides the request's time_limit_s"),
-    engine: str | None = typer.Option(None, "--engine", help=f"Force an engine ({', '.join(ENGINE_NAMES)})"),
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A PlanRequest as JSON")],
+    time_limit: Annotated[
+        float | None, typer.Option("--time-limit", help="Overrides the request's time_limit_s")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help=f"Force an engine ({', '.join(ENGINE_NAMES)})")
+    ] = None,
 ) -> None:
     """Plan an ad-hoc set of stops and print the plan as JSON."""
     from pydantic import ValidationError
@@ -75,11 +101,11 @@ def plan_cmd(
 
 @route_app.command("bench-day")
 def bench_day_cmd(
-    seed: int = typer.Option(7, "--seed"),
-    stops: int = typer.Option(150, "--stops"),
-    short: float = typer.Option(5.0, "--short", help="Budget whose plan is compared"),
-    long: float = typer.Option(30.0, "--long", help="Budget of the reference plan"),
-    as_json: bool = typer.Option(False, "--json"),
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+    stops: Annotated[int, typer.Option("--stops")] = 150,
+    short: Annotated[float, typer.Option("--short", help="Budget whose plan is compared")] = 5.0,
+    long: Annotated[float, typer.Option("--long", help="Budget of the reference plan")] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """A seeded, realistic one-driver day: time to first feasible plan and the gap at SHORT vs LONG seconds."""
     from routing.bench_day import run_day

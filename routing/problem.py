@@ -57,8 +57,10 @@ class Problem:
     @property
     def kind(self) -> ProblemKind:
         windowed = any(j.windows for j in self.jobs)
-        if len(self.vehicles) == 1 and not any(j.demand for j in self.jobs):
-            return "tsptw" if windowed or self.vehicles[0].latest_end is not None else "tsp"
+        capacitated = any(v.capacity is not None for v in self.vehicles) and any(j.demand for j in self.jobs)
+        if len(self.vehicles) == 1 and not capacitated:
+            # A shift end alone does not make a TSPTW: the planner checks the tour against it afterwards.
+            return "tsptw" if windowed else "tsp"
         return "vrptw"
 
     @property

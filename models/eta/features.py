@@ -55,6 +55,8 @@ FEATURES: dict[str, str] = {
     "volume_index": "new shipments in the last 7 days over the weekly mean of the 28 days before",
     "facility_throughput": "inbound scans per day at this facility over the last 7 days",
     "drift_7d": "mean log(actual / route median) of deliveries completed in the last 7 days",
+    "pending_7_14": "share of shipments labelled 7-14 days ago not yet delivered (live slowdown signal)",
+    "pending_14_28": "share of shipments labelled 14-28 days ago not yet delivered",
     "weather_severity": "extra['weather_severity'] from the pipeline, 0..1 (NaN when absent)",
     "attempt_count": "failed delivery attempts so far",
 }
@@ -389,6 +391,9 @@ class FeatureTables:
 
 WINDOW = 7
 BASELINE = 28
+PENDING_1 = (7, 14)
+PENDING_2 = (14, 28)
+ROLLING = {"volume_index", "drift_7d", "facility_throughput", "pending_7_14", "pending_14_28"}
 
 
 @dataclass
@@ -402,6 +407,7 @@ class History:
 
     created: dict[int, float] = field(default_factory=dict)
     delivered: dict[int, list[float]] = field(default_factory=dict)
+    cohort: dict[int, dict[int, float]] = field(default_factory=dict)  # label day -> delivery day -> n
     inbound: dict[str, dict[int, float]] = field(default_factory=dict)
     min_deliveries: int = 5
     _cache: dict[Any, float] = field(default_factory=dict, repr=False)
@@ -432,6 +438,10 @@ class History:
                 cell = self.delivered.setdefault(int(d), [0.0, 0.0])
                 cell[0] += 1.0
                 cell[1] += float(v)
+            born = _local_days(sub.created_ts, sub.local_offset)
+            for c, d in zip(born[np.isfinite(born)].tolist(), day[idx][np.isfinite(born)].tolist()):
+                cd = self.cohort.setdefault(int(c), {})
+                cd[int(d)] = cd.get(int(d), 0.0) + 1.0
 
     def _sum(self, table: dict[int, float], lo: int, hi: int) -> float:
         return sum(table.get(d, 0.0) for d in range(lo, hi))
@@ -460,6 +470,22 @@ class History:
             self._cache[key] = v
         return v
 
+    def pending(self, day: int, lo: int, hi: int) -> float:
+        """Share of the shipments labelled `hi`..`lo` days before `day` still undelivered at its
+        start: a slowdown shows here weeks before the late deliveries complete."""
+        key = ("p", day, lo)
+        v = self._cache.get(key)
+        if v is None:
+            born = done = 0.0
+            for c in range(day - hi, day - lo):
+                born += self.created.get(c, 0.0)
+                cd = self.cohort.get(c)
+                if cd:
+                    done += sum(n for d, n in cd.items() if d < day)
+            v = min(max(1.0 - done / born, 0.0), 1.0) if born >= self.min_deliveries else math.nan
+            self._cache[key] = v
+        return v
+
     def throughput(self, facility: str, day: int) -> float:
         key = (facility, day)
         v = self._cache.get(key)
@@ -469,18 +495,22 @@ class History:
             self._cache[key] = v
         return v
 
-    def lookup(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def lookup(self, frame: Frame) -> dict[str, np.ndarray]:
         day = frame.local_day
         days, inv = np.unique(np.nan_to_num(day, nan=0.0).astype(np.int64), return_inverse=True)
         vol = np.array([self.volume_index(int(d)) for d in days])[inv]
         dr = np.array([self.drift(int(d)) for d in days])[inv]
+        p1 = np.array([self.pending(int(d), *PENDING_1) for d in days])[inv]
+        p2 = np.array([self.pending(int(d), *PENDING_2) for d in days])[inv]
         dint = day.astype(np.int64) if np.isfinite(day).all() else np.nan_to_num(day).astype(np.int64)
         thr = np.array([self.throughput(f, d) for f, d in zip(frame.facility_id, dint.tolist())])
-        return vol, dr, thr
+        return {"volume_index": vol, "drift_7d": dr, "facility_throughput": thr,
+                "pending_7_14": p1, "pending_14_28": p2}
 
     def trim(self, keep_from_day: int) -> None:
         self.created = {d: v for d, v in self.created.items() if d >= keep_from_day}
         self.delivered = {d: v for d, v in self.delivered.items() if d >= keep_from_day}
+        self.cohort = {c: v for c, v in self.cohort.items() if c >= keep_from_day}
         inbound = {}
         for f, fd in self.inbound.items():
             kept = {d: v for d, v in fd.items() if d >= keep_from_day}
@@ -498,6 +528,7 @@ class History:
             "created": {str(k): v for k, v in self.created.items()},
             "delivered": {str(k): v for k, v in self.delivered.items()},
             "inbound": {f: {str(k): v for k, v in fd.items()} for f, fd in self.inbound.items()},
+            "cohort": {str(c): {str(k): v for k, v in cd.items()} for c, cd in self.cohort.items()},
         }
 
     @classmethod
@@ -506,6 +537,7 @@ class History:
             created={int(k): float(v) for k, v in raw.get("created", {}).items()},
             delivered={int(k): [float(v[0]), float(v[1])] for k, v in raw.get("delivered", {}).items()},
             inbound={f: {int(k): float(v) for k, v in fd.items()} for f, fd in raw.get("inbound", {}).items()},
+            cohort={int(c): {int(k): float(v) for k, v in cd.items()} for c, cd in raw.get("cohort", {}).items()},
         )
 
 
@@ -563,9 +595,8 @@ def build_features(frame: Frame, tables: FeatureTables, history: History | None,
         med, ot = tables.route_stats(frame.carrier, o_reg, d_reg)
         cols["route_median_days"], cols["route_on_time_rate"] = med, ot
     cols["promised_days"] = (frame.promised_ts - frame.event_ts) / DAY
-    if history is not None and need & {"volume_index", "drift_7d", "facility_throughput"}:
-        vol, dr, thr = history.lookup(frame)
-        cols.update(volume_index=vol, drift_7d=dr, facility_throughput=thr)
+    if history is not None and need & ROLLING:
+        cols.update(history.lookup(frame))
     cols["weather_severity"] = frame.weather
     cols["attempt_count"] = frame.attempt_count
     out = np.empty((n, len(names)), dtype=np.float32)

@@ -36,7 +36,8 @@ MODEL_FEATURES: list[str] = [
     "service_level", "carrier", "event_type", "day_of_week", "time_of_day",
     "elapsed_days", "leg_elapsed_ratio", "remaining_distance_km", "remaining_stops",
     "origin_handling_days", "route_median_days", "route_on_time_rate", "promised_days",
-    "volume_index", "facility_throughput", "drift_7d", "weather_severity", "attempt_count",
+    "volume_index", "facility_throughput", "drift_7d", "pending_7_14", "pending_14_28",
+    "weather_severity", "attempt_count",
 ]
 TRAIN_MOMENTS = ("label", "handoff")
 OLIST_RULES = RuleConfig(country="BR")

@@ -44,7 +44,8 @@ ENGINE_NAMES = tuple(_MODULES)
 
 def engine(name: str) -> Callable[[type], type]:
     def register(cls: type) -> type:
-        cls.name = name
+        if getattr(cls, "name", None) != name:
+            raise TypeError(f"{cls.__name__}.name must be {name!r}")
         _REGISTRY[name] = cls
         return cls
 

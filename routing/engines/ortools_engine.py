@@ -48,7 +48,8 @@ class ORToolsEngine:
         tdim = routing.GetDimensionOrDie("time")
         for k, v in enumerate(vehicles):
             tdim.CumulVar(routing.Start(k)).SetRange(v.earliest_start, horizon)
-            tdim.CumulVar(routing.End(k)).SetRange(v.earliest_start, v.latest_end if v.latest_end is not None else horizon)
+            back_by = v.latest_end if v.latest_end is not None else horizon
+            tdim.CumulVar(routing.End(k)).SetRange(v.earliest_start, back_by)
         for ji, job in enumerate(jobs):
             cv = tdim.CumulVar(manager.NodeToIndex(ji))
             if not job.windows:

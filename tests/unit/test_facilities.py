@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # until `simulator*` is listed in pyproject's packages.find
-    sys.path.insert(0, str(ROOT))
 
 from models.domain import FacilityType  # noqa: E402
 from simulator import make_network  # noqa: E402

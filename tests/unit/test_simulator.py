@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,8 +18,6 @@ import pytest
 from pydantic import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # until `simulator*` is listed in pyproject's packages.find
-    sys.path.insert(0, str(ROOT))
 
 from models.domain import (  # noqa: E402
     ALLOWED,

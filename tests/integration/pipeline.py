@@ -1,0 +1,138 @@
+"""Harness for end-to-end runs of the scan pipeline on the real stack: start/stop/kill the job as a
+separate process, and read back what it wrote to Kafka, Cassandra and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+
+from config.settings import Settings
+from stack.migrations import cassandra_session
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPOLOGY = ROOT / "topologies" / "scan_pipeline.yaml"
+
+
+class PipelineProcess:
+    """`parcel run topologies/scan_pipeline.yaml` in its own process group."""
+
+    def __init__(self, group: str, state_dir: Path, log: Path) -> None:
+        self.group, self.state_dir, self.log = group, state_dir, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PipelineProcess:
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "cli.py", "run", str(TOPOLOGY), "--metrics-port", "0", "--group", self.group,
+             "--state-dir", str(self.state_dir)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+
+    def assert_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"pipeline exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+
+
+def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": f"wm-{uuid.uuid4()}"})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+    finally:
+        c.close()
+
+
+def read_topic(settings: Settings, topic: str, start: dict[int, int] | None = None) -> list[tuple[bytes | None, Any]]:
+    """Every committed record of `topic` (read_committed) from `start` offsets to the current end."""
+    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": f"read-{uuid.uuid4()}",
+                  "isolation.level": "read_committed", "enable.auto.commit": False})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        begin = {p: (start or {}).get(p, 0) for p in parts}
+        todo = {p for p in parts if ends[p] > begin[p]}
+        c.assign([TopicPartition(topic, p, begin[p]) for p in parts])
+        out: list[tuple[bytes | None, Any]] = []
+        deadline, idle_since = time.monotonic() + 120, time.monotonic()
+        # Transaction markers take the last offsets, so "caught up" is: nothing new for 3 s.
+        while todo and time.monotonic() < deadline and time.monotonic() - idle_since < 3.0:
+            msg = c.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            idle_since = time.monotonic()
+            try:
+                value = json.loads(msg.value())
+            except (ValueError, TypeError):
+                value = msg.value()
+            out.append((msg.key(), value))
+        return out
+    finally:
+        c.close()
+
+
+def shipment_rows(settings: Settings, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    with psycopg.connect(settings.postgres.dsn) as conn:
+        rows = conn.execute(
+            "SELECT shipment_id::text AS id, status::text AS status, attempt_count, eta, eta_source, "
+            "eta_interval, last_event_at, return_of::text AS return_of, tracking_number "
+            "FROM shipments WHERE shipment_id = ANY(%s::uuid[])", (list(ids),)).fetchall()
+    cols = ["id", "status", "attempt_count", "eta", "eta_source", "eta_interval", "last_event_at", "return_of",
+            "tracking_number"]
+    return {r[0]: dict(zip(cols, r, strict=True)) for r in rows}
+
+
+def returns_of(settings: Settings, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    with psycopg.connect(settings.postgres.dsn) as conn:
+        rows = conn.execute(
+            "SELECT return_of::text, shipment_id::text, tracking_number, status::text FROM shipments "
+            "WHERE return_of = ANY(%s::uuid[])", (list(ids),)).fetchall()
+    return {r[0]: {"shipment_id": r[1], "tracking_number": r[2], "status": r[3]} for r in rows}
+
+
+def tracking_events(settings: Settings, ids: Iterable[str]) -> dict[str, list[Any]]:
+    cluster, session = cassandra_session(settings, settings.cassandra.keyspace)
+    try:
+        stmt = session.prepare("SELECT event_id, event_type, status, created_at FROM tracking_events "
+                               "WHERE shipment_id = ?")
+        return {i: list(session.execute(stmt, (uuid.UUID(i),))) for i in ids}
+    finally:
+        cluster.shutdown()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, proc: PipelineProcess | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None:
+            proc.assert_alive()
+        if condition():
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

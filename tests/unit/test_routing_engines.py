@@ -1,0 +1,85 @@
+"""Every engine on small problems with known optima, behind the neutral Problem (no solver types)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from routing.engines import ENGINE_NAMES, get_engine
+from routing.instances import read_tsplib
+from routing.problem import Job, Problem, Vehicle, evaluate
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def grid_tsp() -> Problem:
+    """12 points on the border of a 3 x 4 block grid with unit spacing 10: the optimal tour is the
+    border itself, length 2 * (30 + 40) = 140."""
+    pts = [(x, 0) for x in range(0, 50, 10)] + [(40, y) for y in (10, 20, 30)]
+    pts += [(x, 30) for x in range(30, -10, -10)] + [(0, y) for y in (20, 10)]
+    xy = np.array(pts, dtype=float)
+    rng = np.random.default_rng(3)
+    order = rng.permutation(len(xy))  # hide the answer from the engines
+    xy = xy[order]
+    d = np.rint(np.sqrt(((xy[:, None] - xy[None, :]) ** 2).sum(-1))).astype(np.int64)
+    return Problem("grid12", d, d, [Job(location=i) for i in range(1, len(xy))], [Vehicle(0, 0)])
+
+
+def line_tsptw() -> Problem:
+    """Depot at 0, stops at 10, 20, 30 on a line, windows forcing the far stop first: 30 -> 10 -> 20."""
+    pos = np.array([0, 10, 20, 30])
+    d = np.abs(pos[:, None] - pos[None, :]).astype(np.int64)
+    jobs = [Job(1, windows=((40, 50),)), Job(2, windows=((60, 80),)), Job(3, windows=((0, 30),))]
+    return Problem("line", d, d, jobs, [Vehicle(0, 0, 0, 200)])
+
+
+def two_truck_vrp() -> Problem:
+    """Two clusters far apart, capacity forces one truck per cluster: optimum 2 * (100 + 100 + 2) = 404."""
+    pos = np.array([0, 100, 101, -100, -101])
+    d = np.abs(pos[:, None] - pos[None, :]).astype(np.int64)
+    jobs = [Job(i, demand=5) for i in range(1, 5)]
+    return Problem("clusters", d, d, jobs, [Vehicle(0, 0, 0, 1000, capacity=10) for _ in range(3)])
+
+
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_each_engine_finds_the_grid_tour(name: str) -> None:
+    p = grid_tsp()
+    ev = evaluate(p, get_engine(name).solve(p, 0.5).routes)
+    assert ev.feasible and ev.cost == 140
+
+
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_each_engine_respects_tight_windows(name: str) -> None:
+    p = line_tsptw()
+    routes = get_engine(name).solve(p, 0.5).routes
+    ev = evaluate(p, routes)
+    assert ev.feasible
+    assert routes[0] == [2, 0, 1]
+
+
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_each_engine_splits_by_capacity(name: str) -> None:
+    p = two_truck_vrp()
+    routes = get_engine(name).solve(p, 0.5).routes
+    ev = evaluate(p, routes)
+    assert ev.feasible and ev.cost == 404
+    assert sorted(sorted(r) for r in routes if r) == [[0, 1], [2, 3]]
+
+
+@pytest.mark.parametrize("name", ["lkh", "pyvrp"])
+def test_berlin52_optimum(name: str) -> None:
+    p = read_tsplib(DATA / "tsplib" / "instances" / "berlin52.tsp")
+    assert evaluate(p, get_engine(name).solve(p, 1.0).routes).cost == 7542
+
+
+def test_unknown_engine_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="known: pyvrp, ortools, vroom, lkh"):
+        get_engine("gurobi")
+
+
+def test_lkh_refuses_what_it_cannot_model() -> None:
+    p = grid_tsp()
+    p.jobs[0] = Job(p.jobs[0].location, windows=((0, 5), (50, 60)))
+    assert get_engine("lkh").supports(p) is not None
+    with pytest.raises(ValueError, match="lkh cannot model"):
+        get_engine("lkh").solve(p, 0.2)

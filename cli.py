@@ -111,6 +111,9 @@ def run(
     metrics_port: int = typer.Option(None, "--metrics-port", help="override metrics.port (0: off)"),
     state_dir: Path = typer.Option(None, "--state-dir", help="local state (RocksDB) directory"),
     group: str = typer.Option(None, "--group", help="override the topology's consumer group"),
+    instance_id: str = typer.Option(None, "--instance-id", envvar="PARCEL_INSTANCE_ID",
+                                    help="stable id of this process (static group membership: a restart "
+                                         "takes its partitions back at once)"),
 ) -> None:
     """Run a topology as a streaming job; several processes of one file share the work."""
     import logging
@@ -127,7 +130,11 @@ def run(
         _fail(str(exc), 2)
     check_all_reachable(s)
     resources = resources_for(s, spec.name, metrics_port=metrics_port)
-    options = {"consumer_group": group} if group else None
+    options: dict[str, str] = {}
+    if group:
+        options["consumer_group"] = group
+    if instance_id:
+        options["instance_id"] = instance_id
     run_topology(file, resources=resources, settings=s, state_dir=state_dir, app_options=options)
 
 

@@ -7,7 +7,7 @@ they measure work done, not unique scans.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Per-record step latencies are sub-millisecond to a few hundred ms (a directory lookup).
 STEP_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -87,6 +87,28 @@ class PipelineMetrics:
             registry=registry,
         )
 
+        self.persist_latency = Histogram(
+            "parcel_scan_to_persist_seconds",
+            "From a scan's Kafka record timestamp (when the device/label API sent it) to the end of "
+            "the checkpoint write that persisted it.",
+            ["topology"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "parcel_consumer_lag",
+            "Records of the input topic not yet committed by the topology's consumer group.",
+            ["topology", "topic", "partition"],
+            registry=registry,
+        )
+        self.eta_errors = Histogram(
+            "parcel_eta_error_hours",
+            "At delivery: delivered time minus the ETA last stored (positive: late), by ETA source.",
+            ["topology", "source"],
+            buckets=(-72, -48, -24, -12, -6, -2, 0, 2, 6, 12, 24, 48, 72),
+            registry=registry,
+        )
+
     # Small helpers so call sites stay one line and always carry the topology label.
 
     def record(self, step: str, outcome: str, seconds: float) -> None:
@@ -118,3 +140,12 @@ class PipelineMetrics:
         """For sinks, from `write()`: one checkpoint batch of `records` written in `seconds`."""
         self.sink_records.labels(self.topology, sink).inc(records)
         self.sink_flush_seconds.labels(self.topology, sink).observe(seconds)
+
+    def persisted(self, seconds: float) -> None:
+        self.persist_latency.labels(self.topology).observe(max(seconds, 0.0))
+
+    def lag(self, topic: str, partition: int, records: int) -> None:
+        self.consumer_lag.labels(self.topology, topic, str(partition)).set(records)
+
+    def eta_error(self, source: str, hours: float) -> None:
+        self.eta_errors.labels(self.topology, source).observe(hours)

@@ -43,7 +43,11 @@ class ShipmentDirectory(Protocol):
     raise: the step lets the error stop the job (offsets are not committed), it never guesses.
     """
 
-    def load(self, shipment_id: uuid.UUID) -> ShipmentSnapshot | None: ...
+    def load(self, shipment_id: uuid.UUID, before: tuple[int, int] | None = None) -> ShipmentSnapshot | None:
+        """`before` = (partition, offset) of the record being processed: a store that knows where
+        its rows came from ignores rows written for that record or later ones (an uncommitted
+        checkpoint of a crashed process), so a replay rebuilds the committed state."""
+        ...
 
 
 class _CallableFacilities:
@@ -90,6 +94,6 @@ class InMemoryShipments:
     def add(self, snapshot: ShipmentSnapshot) -> None:
         self._by_id[snapshot.shipment_id] = snapshot
 
-    def load(self, shipment_id: uuid.UUID) -> ShipmentSnapshot | None:
+    def load(self, shipment_id: uuid.UUID, before: tuple[int, int] | None = None) -> ShipmentSnapshot | None:
         self.loads.append(shipment_id)
         return self._by_id.get(shipment_id)

@@ -174,6 +174,7 @@ def apply_scan(
     shipments: ShipmentDirectory | None,
     step_id: str = "transition",
     metrics: PipelineMetrics | None = None,
+    position: tuple[int, int] | None = None,
 ) -> Outcome:
     """Apply one scan to one shipment's state. Writes state only when it accepts (or caches a
     rebuilt state); a Reject or Drop leaves the shipment as it was."""
@@ -190,7 +191,7 @@ def apply_scan(
     else:
         # No stream state: the shipment predates this job, or local state was lost. The system of
         # record decides; a store error propagates (the job stops, offsets stay uncommitted).
-        snap = shipments.load(event.shipment_id) if shipments is not None else None
+        snap = shipments.load(event.shipment_id, before=position) if shipments is not None else None
         if metrics is not None:
             metrics.state_rebuild(step_id, "found" if snap is not None else "missing")
         if snap is None:
@@ -395,6 +396,7 @@ class TransitionStep:
             shipments=self._shipments,
             step_id=self.step_id,
             metrics=self._metrics,
+            position=(ctx.message.partition, ctx.message.offset) if ctx.message is not None else None,
         )
 
 

@@ -123,7 +123,7 @@ def summarise(rows: list[BenchRow]) -> dict[str, dict[str, object]]:
     return out
 
 
-def markdown(rows: list[BenchRow], title: str) -> str:
+def markdown(rows: list[BenchRow], title: str, per_instance: bool = True) -> str:
     """Per-instance table (gap % and seconds per engine) followed by the per-engine means."""
     solvers = list(dict.fromkeys(r.solver for r in rows))
     names = list(dict.fromkeys(r.name for r in rows))
@@ -144,6 +144,8 @@ def markdown(rows: list[BenchRow], title: str) -> str:
             else:
                 cells.append(f"{r.gap:.2f} ({r.seconds:.1f})")
         lines.append(f"| {n} | {first.nodes} | {first.reference:g} | " + " | ".join(cells) + " |")
+    if not per_instance:
+        lines = [f"### {title}"]
     lines += ["", "| engine | budget s | instances | feasible | mean gap % | max gap % | mean s | max s |",
               "|---|---|---|---|---|---|---|---|"]
     for s, v in summarise(rows).items():

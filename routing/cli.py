@@ -65,7 +65,7 @@ def report(
         print(markdown(rows, f.stem))
         if max_nodes is not None:
             small = [r for r in rows if r.nodes <= max_nodes]
-            print(markdown(small, f"{f.stem}, instances up to {max_nodes} nodes").split("\n\n", 1)[1])
+            print(markdown(small, f"{f.stem}, instances up to {max_nodes} nodes", per_instance=False))
 
 
 @route_app.command("plan")

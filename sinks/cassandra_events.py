@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 INSERT = (
     "INSERT INTO tracking_events (shipment_id, created_at, event_id, event_type, status, previous_status, "
     "facility_id, scan_device_id, lat, lng, reason_code, driver_id, route_id, attempt_count, raw_scan_data, "
-    "ingested_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "ingested_at, source_partition, source_offset) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -36,8 +36,11 @@ class CassandraEventsConfig(StepConfig):
     request_timeout_s: float = Field(default=10.0, gt=0)
 
 
-def event_rows(scan: AcceptedScan, now: datetime) -> list[tuple[Any, ...]]:
-    """The rows one accepted scan writes: its own, plus LABEL_CREATED of a return it started."""
+def event_rows(scan: AcceptedScan, now: datetime, partition: int | None = None,
+               offset: int | None = None) -> list[tuple[Any, ...]]:
+    """The rows one accepted scan writes: its own, plus LABEL_CREATED of a return it started.
+    Each row records the scan-events (partition, offset) it came from (see 0002 migration)."""
+    src = (partition, offset)
     ev = scan.event
     raw = ev.raw_scan_data
     rows: list[tuple[Any, ...]] = [(
@@ -45,7 +48,7 @@ def event_rows(scan: AcceptedScan, now: datetime) -> list[tuple[Any, ...]]:
         scan.previous_status.value if scan.previous_status else None, ev.facility_id, ev.scan_device_id,
         ev.location.lat if ev.location else None, ev.location.lng if ev.location else None,
         ev.reason_code.value if ev.reason_code else None, ev.driver_id, ev.route_id, scan.attempt_count,
-        raw if isinstance(raw, str) or raw is None else json.dumps(raw, separators=(",", ":")), now,
+        raw if isinstance(raw, str) or raw is None else json.dumps(raw, separators=(",", ":")), now, *src,
     )]
     ret = scan.return_shipment
     if ret is not None:
@@ -54,12 +57,12 @@ def event_rows(scan: AcceptedScan, now: datetime) -> list[tuple[Any, ...]]:
                 ev.shipment_id, ev.created_at, ret.event_id, "RETURN_TO_SENDER", "RETURN_TO_SENDER",
                 scan.scan_status.value, ev.facility_id, "pipeline", None, None,
                 ret.reason_code.value if ret.reason_code else None, None, None, scan.attempt_count,
-                json.dumps({"return_shipment": ret.tracking_number}), now,
+                json.dumps({"return_shipment": ret.tracking_number}), now, *src,
             ))
         rows.append((
             ret.shipment_id, ev.created_at, return_label_event_id(ret.shipment_id), "LABEL_CREATED",
             "LABEL_CREATED", None, ev.facility_id, "pipeline", None, None, None, None, None, 0,
-            json.dumps({"return_of": str(ev.shipment_id)}), now,
+            json.dumps({"return_of": str(ev.shipment_id)}), now, *src,
         ))
     return rows
 
@@ -92,7 +95,7 @@ class CassandraTrackingEventsSink(BatchingSink):
         from cassandra.concurrent import execute_concurrent_with_args
 
         now = datetime.now(UTC)
-        rows = [row for item in batch for row in event_rows(item.value, now)]
+        rows = [row for item in batch for row in event_rows(item.value, now, batch.partition, item.offset)]
         if not rows:
             return
         t0 = time.perf_counter()

@@ -83,6 +83,37 @@ WHERE s.shipment_id = %s
 """
 
 
+_HUB = ("ARRIVAL", "DEPARTURE")
+
+
+def committed_state(events: list[Any]) -> dict[str, Any]:
+    """Status, attempts and times as the shipment's committed tracking events say.
+
+    Events apply in source-offset order (one shipment, one partition); rows of one record share
+    its offset, and the pipeline's own RETURN_TO_SENDER row then wins. No event yet: the label."""
+    if not events:
+        return {"status": "LABEL_CREATED", "attempt_count": 0, "last_event_at": None, "last_hub_scan_at": None}
+
+    def order(e: Any) -> tuple[int, int, int]:
+        return (e.source_offset if e.source_offset is not None else -1, e.event_type == "RETURN_TO_SENDER",
+                int(e.created_at.timestamp() * 1000))
+
+    last = max(events, key=order)
+    hubs = [e.created_at for e in events if e.event_type in _HUB]
+    return {
+        "status": last.status,
+        "attempt_count": max(e.attempt_count or 0 for e in events),
+        "last_event_at": _utc(max(e.created_at for e in events)),
+        "last_hub_scan_at": _utc(max(hubs)) if hubs else None,
+    }
+
+
+def _utc(d: Any) -> Any:
+    from datetime import UTC
+
+    return d.replace(tzinfo=UTC) if d is not None and d.tzinfo is None else d
+
+
 class PostgresShipments:
     """ShipmentDirectory: rebuild a shipment's stream state from PostgreSQL, with the last accepted
     event ids from its Cassandra partition so duplicate detection survives a rebuild."""
@@ -93,7 +124,7 @@ class PostgresShipments:
         self._conn: psycopg.Connection[Any] | None = None
         self._session: Any = None
         self._cluster: Any = None
-        self._select_ids: Any = None
+        self._select_events: Any = None
 
     def _pg(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
@@ -107,12 +138,13 @@ class PostgresShipments:
 
             self._cluster = cassandra_cluster(self._settings)
             self._session = self._cluster.connect(self._settings.cassandra.keyspace)
-            self._select_ids = self._session.prepare(
-                "SELECT event_id FROM tracking_events WHERE shipment_id = ? ORDER BY created_at DESC LIMIT ?")
+            self._select_events = self._session.prepare(
+                "SELECT event_id, event_type, status, attempt_count, created_at, source_partition, source_offset "
+                "FROM tracking_events WHERE shipment_id = ?")
         return self._session
 
     @_retry
-    def load(self, shipment_id: uuid.UUID) -> ShipmentSnapshot | None:
+    def load(self, shipment_id: uuid.UUID, before: tuple[int, int] | None = None) -> ShipmentSnapshot | None:
         try:
             row = self._pg().execute(SNAPSHOT_SQL, (shipment_id,)).fetchone()
         except psycopg.OperationalError:
@@ -122,8 +154,16 @@ class PostgresShipments:
         if row is None:
             return None
         session = self._cassandra()
-        ids = tuple(r.event_id for r in session.execute(self._select_ids, (shipment_id, self._recent)))
-        return ShipmentSnapshot(**row, recent_event_ids=ids)
+        events = list(session.execute(self._select_events, (shipment_id,)))
+        if before is not None:
+            # Only what was written before this record: rows a crashed process wrote for this record
+            # or a later one belong to a checkpoint it never committed and that is being replayed.
+            part, offset = before
+            events = [e for e in events
+                      if not (e.source_partition == part and e.source_offset is not None and e.source_offset >= offset)]
+            row.update(committed_state(events))
+        recent = sorted(events, key=lambda e: e.created_at, reverse=True)[: self._recent]
+        return ShipmentSnapshot(**row, recent_event_ids=tuple(e.event_id for e in recent))
 
     def close(self) -> None:
         if self._conn is not None:

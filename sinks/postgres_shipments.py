@@ -127,6 +127,12 @@ class PostgresShipmentsSink(BatchingSink):
                         [s.shipment_id for s in scanned], [s.shipment.tracking_number for s in scanned],
                         [s.shipment.service_level.value for s in scanned], [s.status.value for s in scanned],
                         [s.shipment.created_at for s in scanned]))
+                delivered = [s for s in latest_per_shipment(scans) if s.status.value == "DELIVERED"]
+                promised = {}
+                if delivered:  # the ETA we last promised, to record its error (drift on the dashboard)
+                    cur.execute("SELECT shipment_id, eta, eta_source FROM shipments WHERE shipment_id = ANY(%s) "
+                                "AND status <> 'DELIVERED' AND eta IS NOT NULL", ([s.shipment_id for s in delivered],))
+                    promised = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
                 cur.execute(UPDATE, update_columns(scans))
                 if returns:
                     cur.execute(INSERT_RETURN, (
@@ -140,6 +146,10 @@ class PostgresShipmentsSink(BatchingSink):
         metrics = self._ctx.resources.metrics
         if metrics is not None:
             metrics.sink_flush(self._ctx.step_id, time.perf_counter() - t0, len(scans))
+            for scan in delivered:
+                if scan.shipment_id in promised:
+                    eta, source = promised[scan.shipment_id]
+                    metrics.eta_error(source, (scan.event.created_at - eta).total_seconds() / 3600)
 
     def cleanup(self) -> None:
         if self._conn is not None:

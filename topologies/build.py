@@ -34,6 +34,7 @@ the sinks flush: that is why lint rejects it.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,9 +98,25 @@ def build(
         "auto_offset_reset": spec.app.auto_offset_reset,
         "state_dir": str(state_dir or settings.stack.dir / "state" / spec.name),
         # Never read another job's aborted or open transaction (librdkafka's default, made explicit).
-        "consumer_extra_config": {"isolation.level": "read_committed"},
+        "consumer_extra_config": {
+            "isolation.level": "read_committed",
+            "session.timeout.ms": spec.app.session_timeout_ms,
+            "max.poll.interval.ms": spec.app.max_poll_interval_ms,
+        },
     }
-    options.update(app_options or {})
+    extra = dict(app_options or {})
+    instance_id = extra.pop("instance_id", None)
+    options.update(extra)
+    # Short transactions (one checkpoint each): a crashed process's open transaction, which blocks
+    # read_committed readers and the group's offset fetch, is aborted by the broker within this.
+    options["producer_extra_config"] = {"transaction.timeout.ms": 20_000}
+    if instance_id:
+        # A stable transactional.id per process: the restarted producer fences its predecessor and
+        # aborts its open transaction at once (KIP-447), instead of waiting for the timeout.
+        options["producer_extra_config"]["transactional.id"] = f"{options['consumer_group']}-{instance_id}"
+        # Static membership (KIP-345): a restarted process with the same id takes its partitions
+        # back without a rebalance, and a crash never stalls the group's join phase.
+        options["consumer_extra_config"]["group.instance.id"] = f"{options['consumer_group']}-{instance_id}"
     app = Application(**options)
 
     topic_config = TopicConfig(
@@ -180,7 +197,19 @@ def run(
         spec, resources, settings=settings, registry=reg, state_dir=state_dir, app_options=app_options
     )
     log.info("starting topology %s from %s", spec.name, path)
-    built.app.run(count=count, timeout=timeout, collect=False)
+    lag = None
+    if resources.metrics is not None:
+        from topologies.lag import LagReporter
+
+        bootstrap = (settings or resources.settings or get_settings()).kafka.bootstrap_servers
+        lag = LagReporter(bootstrap, built.app.config.consumer_group,
+                          built.input_topic.name, resources.metrics)
+        lag.start()
+    try:
+        built.app.run(count=count, timeout=timeout, collect=False)
+    finally:
+        if lag is not None:
+            lag.stop()
 
 
 # --- The flush-time tail ------------------------------------------------------------------------
@@ -234,6 +263,7 @@ class FlushTail(BatchingSink):
 
     def write(self, batch: SinkBatch) -> None:
         items = list(batch)
+        self._persisted_upto: int | None = None
         values = [i.value for i in items]
         metas = [MessageMeta(topic=batch.topic, partition=batch.partition, offset=i.offset, key=i.key,
                              timestamp_ms=i.timestamp, headers=i.headers) for i in items]
@@ -244,6 +274,7 @@ class FlushTail(BatchingSink):
                 for v, m in zip(values, metas, strict=True):
                     sub.append(value=v, key=m.key, timestamp=m.timestamp_ms, headers=m.headers, offset=m.offset)
                 node.sink.write(sub)  # SinkBackpressureError propagates: pause, seek back, retry
+                self._persisted_upto = len(metas)
                 continue
             results = node.run_batch(values, metas)
             kept_values, kept_metas = [], []
@@ -256,6 +287,11 @@ class FlushTail(BatchingSink):
                     kept_values.append(r)
                     kept_metas.append(m)
             values, metas = kept_values, kept_metas
+        metrics = self._compiled.resources.metrics
+        if metrics is not None and self._persisted_upto is not None:
+            now_ms = time.time() * 1000
+            for m in metas[: self._persisted_upto]:
+                metrics.persisted((now_ms - m.timestamp_ms) / 1000)
         for output in self._compiled.outputs:
             topic = self._outputs[output.topic].name
             for v, m in zip(values, metas, strict=True):

@@ -29,6 +29,12 @@ class AppSpec(_Strict):
     commit_interval: float = Field(default=1.0, ge=0)  # seconds; 0 commits after every record
     commit_every: int = Field(default=0, ge=0)  # records; 0 = by interval only
     auto_offset_reset: Literal["earliest", "latest", "error"] = "earliest"
+    # Failure detection of a process that died (kill -9, lost host): its partitions move after this.
+    session_timeout_ms: int = Field(default=10_000, ge=6_000, le=300_000)
+    # Longest pause between polls before the process is thought stuck. Under the classic group
+    # protocol it is also how long a rebalance waits for a member that died while joining; static
+    # membership (`parcel run --instance-id`) lets a restarted process take its place at once.
+    max_poll_interval_ms: int = Field(default=60_000, ge=10_000, le=3_600_000)
 
 
 class InputSpec(_Strict):

@@ -66,10 +66,6 @@ def _num(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
-def _ts(d: Any) -> float:
-    return math.nan if d is None else d.timestamp()
-
-
 @dataclass
 class Frame:
     """Column view of a batch of requests. `ok` is False for rows that could not be read."""
@@ -179,19 +175,19 @@ def frame_from_requests(requests: Sequence[EtaRequest]) -> Frame:
 def _fast_frame(requests: Sequence[EtaRequest]) -> Frame:
     """The batched path: one comprehension per column; any surprise drops to the tolerant path."""
     ev = [r.event_at for r in requests]
-    offs = np.array([d.utcoffset().total_seconds() for d in ev], dtype=np.float64)  # naive -> raises
+    # a naive event_at raises here (None.total_seconds) and the batch takes the tolerant path
+    offs = np.array([d.utcoffset().total_seconds() for d in ev], dtype=np.float64)  # type: ignore[union-attr]
     event_ts = np.array([d.timestamp() for d in ev], dtype=np.float64)
-    created_ts = np.array([r.shipment_created_at.timestamp() for r in requests], dtype=np.float64)
-    if any(r.shipment_created_at.utcoffset() is None for r in requests):
-        raise ValueError("naive shipment_created_at")
+    created = [r.shipment_created_at for r in requests]
     hubs = [r.last_hub_scan_at for r in requests]
-    leg = np.array([h.timestamp() if h is not None else math.nan for h in hubs], dtype=np.float64)
-    if any(h is not None and h.utcoffset() is None for h in hubs):
-        raise ValueError("naive last_hub_scan_at")
-    leg = np.where(np.isnan(leg), created_ts, leg)
     prom = [r.promised_at for r in requests]
-    if any(p is not None and p.utcoffset() is None for p in prom):
-        raise ValueError("naive promised_at")
+    # A naive time would be read in the machine's zone by timestamp(): leave those to the slow path.
+    if any(d.tzinfo is None for d in created) or any(
+            h is not None and h.tzinfo is None for h in hubs) or any(p is not None and p.tzinfo is None for p in prom):
+        raise ValueError("naive datetime in batch")
+    created_ts = np.array([d.timestamp() for d in created], dtype=np.float64)
+    leg = np.array([h.timestamp() if h is not None else math.nan for h in hubs], dtype=np.float64)
+    leg = np.where(np.isnan(leg), created_ts, leg)
     n = len(requests)
     f = np.float64
     return Frame(
@@ -222,11 +218,24 @@ def _fast_frame(requests: Sequence[EtaRequest]) -> Frame:
     )
 
 
+def label_twins(frame: Frame) -> Frame:
+    """The same shipments as seen at their label scan: what a label-time prediction looked at.
+    Used to score past label-time predictions once their deliveries come in (live calibration)."""
+    kw = {k: getattr(frame, k).copy() for k in frame.__dataclass_fields__ if k != "n"}
+    kw["event_ts"] = frame.created_ts.copy()
+    kw["leg_start_ts"] = frame.created_ts.copy()
+    kw["event_code"] = np.full(frame.n, LABEL, dtype=np.int16)
+    kw["status_code"] = np.full(frame.n, STATUS_CODES["LABEL_CREATED"], dtype=np.int16)
+    kw["attempt_count"] = np.zeros(frame.n)
+    kw["ok"] = frame.ok & np.isfinite(frame.created_ts)
+    return Frame(n=frame.n, **kw)
+
+
 # --------------------------------------------------------------------------------------------
 # Static tables: learnt once per training window, shipped inside the artifact.
 
 
-def _smooth(n: np.ndarray, value: np.ndarray, parent: np.ndarray, m: float) -> np.ndarray:
+def _smooth(n: Any, value: Any, parent: Any, m: float) -> Any:
     return (n * value + m * parent) / (n + m)
 
 
@@ -281,9 +290,14 @@ class FeatureTables:
 
     def segment_median(self, event_code: np.ndarray, facility: np.ndarray, o_reg: np.ndarray) -> np.ndarray:
         seg = self.segment
-        out = np.full(len(event_code), np.nan)
-        for i, (e, f, o) in enumerate(zip(event_code.tolist(), facility, o_reg)):
-            out[i] = seg.get(f"{e}|{f}") or seg.get(f"{e}|r:{o}") or seg.get(f"{e}") or math.nan
+        cache: dict[tuple[int, str, str], float] = {}
+        out = np.empty(len(event_code))
+        for i, key in enumerate(zip(event_code.tolist(), facility, o_reg)):
+            v = cache.get(key)
+            if v is None:
+                e, f, o = key
+                v = cache[key] = seg.get(f"{e}|{f}") or seg.get(f"{e}|r:{o}") or seg.get(f"{e}") or math.nan
+            out[i] = v
         return out
 
     def handling_days(self, facility: np.ndarray, o_reg: np.ndarray) -> np.ndarray:

@@ -148,7 +148,7 @@ class RuleEstimator:
     def _fill(self, requests: Sequence[EtaRequest], out: list[Eta | None], rows: list[int],
               bases: list[date], base_n: list[int], event_days: list[date]) -> None:
         b = np.array(bases, dtype="datetime64[D]")
-        ev = np.array(event_days, dtype="datetime64[D]")
+        ev_d = np.array(event_days, dtype="datetime64[D]")
         n = np.array(base_n, dtype=np.int64)
         lo_n, hi_n = self.config.interval_days
         at_d = self.calendar.add(b, n)
@@ -156,8 +156,8 @@ class RuleEstimator:
         hi_d = self.calendar.add(b, n + hi_n)
         # Out-for-delivery means today even on a Sunday: n == 0 keeps the scan's own day.
         zero = n == 0
-        at_d = np.where(zero, ev, np.maximum(at_d, ev))
-        lo_d = np.where(zero, ev, np.maximum(lo_d, ev))
+        at_d = np.where(zero, ev_d, np.maximum(at_d, ev_d))
+        lo_d = np.where(zero, ev_d, np.maximum(lo_d, ev_d))
         hi_d = np.maximum(hi_d, at_d)
         hour = time(self.config.eta_hour)
         for k, i in enumerate(rows):

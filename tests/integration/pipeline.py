@@ -27,15 +27,15 @@ TOPOLOGY = ROOT / "topologies" / "scan_pipeline.yaml"
 class PipelineProcess:
     """`parcel run topologies/scan_pipeline.yaml` in its own process group."""
 
-    def __init__(self, group: str, state_dir: Path, log: Path) -> None:
-        self.group, self.state_dir, self.log = group, state_dir, log
+    def __init__(self, group: str, state_dir: Path, log: Path, instance_id: str | None = "1") -> None:
+        self.group, self.state_dir, self.log, self.instance_id = group, state_dir, log, instance_id
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> PipelineProcess:
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "cli.py", "run", str(TOPOLOGY), "--metrics-port", "0", "--group", self.group,
-             "--state-dir", str(self.state_dir)],
+             "--state-dir", str(self.state_dir), *(["--instance-id", self.instance_id] if self.instance_id else [])],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -61,6 +61,30 @@ class PipelineProcess:
             raise AssertionError(f"pipeline exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
 
 
+def start_group_at_end(settings: Settings, group: str, topic: str = "scan-events") -> None:
+    """Commit the topic's current end offsets for a new consumer group, so a test's pipeline reads
+    only what the test produces (not every earlier run's history)."""
+    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": group,
+                  "enable.auto.commit": False})
+    try:
+        ends = high_watermarks(settings, topic)
+        c.commit(offsets=[TopicPartition(topic, p, o) for p, o in ends.items()], asynchronous=False)
+    finally:
+        c.close()
+
+
+def group_lag(settings: Settings, group: str, topic: str = "scan-events") -> int:
+    """Records of `topic` the group has not committed yet (0: the job has finished its input)."""
+    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": group,
+                  "enable.auto.commit": False})
+    try:
+        ends = high_watermarks(settings, topic)
+        done = c.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+        return sum(max(ends[tp.partition] - max(tp.offset, 0), 0) for tp in done)
+    finally:
+        c.close()
+
+
 def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
     c = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": f"wm-{uuid.uuid4()}"})
     try:
@@ -81,18 +105,22 @@ def read_topic(settings: Settings, topic: str, start: dict[int, int] | None = No
         todo = {p for p in parts if ends[p] > begin[p]}
         c.assign([TopicPartition(topic, p, begin[p]) for p in parts])
         out: list[tuple[bytes | None, Any]] = []
-        deadline, idle_since = time.monotonic() + 120, time.monotonic()
-        # Transaction markers take the last offsets, so "caught up" is: nothing new for 3 s.
-        while todo and time.monotonic() < deadline and time.monotonic() - idle_since < 3.0:
+        tps = [TopicPartition(topic, p) for p in todo]
+        deadline = time.monotonic() + 90
+        while todo and time.monotonic() < deadline:
             msg = c.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            idle_since = time.monotonic()
-            try:
-                value = json.loads(msg.value())
-            except (ValueError, TypeError):
-                value = msg.value()
-            out.append((msg.key(), value))
+            if msg is not None and not msg.error():
+                try:
+                    value = json.loads(msg.value())
+                except (ValueError, TypeError):
+                    value = msg.value()
+                out.append((msg.key(), value))
+            # caught up when the position passed the end offset seen at the start (transaction
+            # markers included: the consumer steps over them)
+            for tp in c.position(tps):
+                if tp.offset >= ends[tp.partition]:
+                    todo.discard(tp.partition)
+        assert not todo, f"could not read {topic} partitions {sorted(todo)} to their end"
         return out
     finally:
         c.close()
@@ -135,4 +163,9 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, proc: Pip
         if condition():
             return
         time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    tail = ""
+    if proc is not None:
+        lines = [ln for ln in proc.log.read_text(errors="replace").splitlines()
+                 if "dead letter" not in ln and "invalid transition" not in ln]
+        tail = "\n".join(lines[-40:])
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; pipeline log:\n{tail}")

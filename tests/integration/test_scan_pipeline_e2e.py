@@ -17,10 +17,12 @@ from simulator.day import SimDay
 from simulator.live import plan_day, run_day
 from tests.integration.pipeline import (
     PipelineProcess,
+    group_lag,
     high_watermarks,
     read_topic,
     returns_of,
     shipment_rows,
+    start_group_at_end,
     tracking_events,
     wait_for,
 )
@@ -29,8 +31,10 @@ TERMINAL = {Status.DELIVERED.value, Status.RETURN_TO_SENDER.value}
 
 
 @pytest.fixture(scope="module")
-def group() -> str:
-    return f"test-scan-pipeline-{uuid.uuid4().hex[:8]}"
+def group(stack: Settings) -> str:
+    name = f"test-scan-pipeline-{uuid.uuid4().hex[:8]}"
+    start_group_at_end(stack, name)
+    return name
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,7 @@ def _settled(stack: Settings, day: SimDay) -> bool:
 
 
 def _assert_day(stack: Settings, day: SimDay, scan_start: dict[int, int], notif_start: dict[int, int],
-                dlq_start: dict[int, int]) -> None:
+                dlq_start: dict[int, int], group_lag_now=lambda: None) -> None:
     ids = set(day.expected)
     # PostgreSQL: every shipment at its expected status and attempt count, with an ETA and its source
     rows = shipment_rows(stack, ids)
@@ -79,7 +83,11 @@ def _assert_day(stack: Settings, day: SimDay, scan_start: dict[int, int], notif_
     for sid, n_accepted in day.accepted_counts.items():
         got = events[sid]
         auto_return = 1 if sid in returned else 0
-        assert len(got) == n_accepted + 1 + auto_return, (sid, len(got), n_accepted)
+        if len(got) != n_accepted + 1 + auto_return:
+            time.sleep(10)
+            again = len(tracking_events(stack, [sid])[sid])
+            raise AssertionError(f"{sid}: {len(got)} tracking events, expected {n_accepted + 1 + auto_return}; "
+                                 f"10 s later {again}; PostgreSQL row {rows[sid]}")
         assert len({e.event_id for e in got}) == len(got)
         assert [e.created_at for e in got] == sorted(e.created_at for e in got)
 
@@ -98,10 +106,21 @@ def _assert_day(stack: Settings, day: SimDay, scan_start: dict[int, int], notif_
             assert n["return_shipment"]["tracking_number"] == links[n["shipment_id"]]["tracking_number"]
 
     # dead letters: exactly the expected reasons, each with its source offset
-    dead = [v for _, v in read_topic(stack, "scan-events-dlq", dlq_start)
-            if isinstance(v, dict) and v["source"]["offset"] >= scan_start.get(v["source"]["partition"], 0)
-            and v["source"]["topic"] == "scan-events"]
-    assert Counter(d["reason"] for d in dead) == Counter(day.reasons)
+    def ours() -> list[dict]:
+        out = []
+        for _, v in read_topic(stack, "scan-events-dlq", dlq_start):
+            src = v.get("source") if isinstance(v, dict) else None
+            if src and src["topic"] == "scan-events" and src["offset"] >= scan_start.get(src["partition"], 0):
+                out.append(v)
+        return out
+
+    dead = ours()
+    if Counter(d["reason"] for d in dead) != Counter(day.reasons):
+        time.sleep(15)
+        later = ours()
+        raise AssertionError(f"dead letters {Counter(d['reason'] for d in dead)} != expected {Counter(day.reasons)}; "
+                             f"15 s later: {Counter(d['reason'] for d in later)}, lag now {group_lag_now()}; "
+                             f"{len(later)} dead letters")
     assert all(d["topology"] == "scan-pipeline" and d["step"] in ("validate", "transition") for d in dead)
 
 
@@ -115,8 +134,9 @@ def test_simulated_day_end_to_end(stack: Settings, group: str, state_dir: Path, 
     try:
         run_day(stack, day, progress=False)
         wait_for(lambda: _settled(stack, day), 240, "every shipment at its expected status", job)
-        time.sleep(3)  # the last checkpoint's transaction
-        _assert_day(stack, day, marks["scan-events"], marks["notifications"], marks["scan-events-dlq"])
+        wait_for(lambda: group_lag(stack, group) == 0, 120, "the job to commit its whole input", job)
+        _assert_day(stack, day, marks["scan-events"], marks["notifications"], marks["scan-events-dlq"],
+                    lambda: group_lag(stack, group))
     finally:
         job.stop()
 
@@ -142,8 +162,9 @@ def test_kill_9_mid_run_loses_nothing_and_stores_nothing_twice(
         job.kill9()  # no shutdown hook, no final commit
         job = PipelineProcess(group, state_dir, log).start()
         wait_for(lambda: _settled(stack, day), 300, "every shipment at its expected status after restart", job)
-        time.sleep(3)
+        wait_for(lambda: group_lag(stack, group) == 0, 120, "the job to commit its whole input", job)
         assert moved_before < len(ids), "the kill came after the whole day was processed; make the day longer"
-        _assert_day(stack, day, marks["scan-events"], marks["notifications"], marks["scan-events-dlq"])
+        _assert_day(stack, day, marks["scan-events"], marks["notifications"], marks["scan-events-dlq"],
+                    lambda: group_lag(stack, group))
     finally:
         job.stop()

@@ -537,7 +537,7 @@ def test_unknown_shipment_is_rejected_never_guessed() -> None:
 
 def test_a_directory_error_propagates() -> None:
     class Down:
-        def load(self, shipment_id: uuid.UUID) -> ShipmentSnapshot | None:
+        def load(self, shipment_id: uuid.UUID, before: tuple[int, int] | None = None) -> ShipmentSnapshot | None:
             raise ConnectionError("postgres is away")
 
     with pytest.raises(ConnectionError):

@@ -1,0 +1,199 @@
+"""ETA model: features shared by training and serving, batched inference, and every fallback trigger."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.eta import load_estimator, olist, train
+from models.eta.features import DAY, History, build_features, frame_from_requests
+from models.eta.model import EtaConfig, EtaModel, ModelEstimator, TrainConfig
+from models.eta.rules import RuleEstimator
+from models.eta.synthetic import write_olist_like
+
+FAST = train.Recipe(train=TrainConfig(rounds=40))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_olist_like(tmp_path_factory.mktemp("olist"), n_orders=1200, days=120, seed=3)
+
+
+@pytest.fixture(scope="module")
+def artifact(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("artifacts")
+    return train.train(data, root, recipe=FAST)
+
+
+@pytest.fixture()
+def estimator(artifact: Path) -> ModelEstimator:
+    est = load_estimator({"model_path": str(artifact.parent / "current"), "min_confidence": 0.0,
+                          "rules": {"country": "BR"}})
+    assert isinstance(est, ModelEstimator) and est.model is not None
+    return est
+
+
+@pytest.fixture(scope="module")
+def sample_requests(data: Path):  # type: ignore[no-untyped-def]
+    df = olist.load(data)
+    rows = np.flatnonzero(np.isfinite(df["delivered"].to_numpy(float)))[-200:]
+    return olist.requests(df.iloc[rows], "label") + olist.requests(df.iloc[rows], "handoff")
+
+
+def test_offline_features_equal_online_features(data: Path) -> None:
+    """The training matrix (bulk replay of the dataset) equals what a live estimator computes when the
+    same scans arrive day by day: static tables, rolling history and all."""
+    df = olist.load(data)
+    geo = olist.geo_table(data)
+    end = train.data_end(df)
+    model = train.fit(df, end, geo, FAST)
+    names = model.features
+    assert {"drift_7d", "volume_index", "facility_throughput", "route_median_days"} <= set(names)
+
+    # offline: what fit() trains on
+    s = train.samples(df, np.arange(len(df)))
+    offline = build_features(frame_from_requests(s.requests), model.tables,
+                             train.replay_history(df, model.tables), names)
+    key = {(r.shipment_id, r.event_type.value): i for i, r in enumerate(s.requests)}
+
+    # online: a fresh history, the scans fed in daily batches through the estimator itself
+    live = copy.copy(model)
+    live.history = History()
+    est = ModelEstimator(live, EtaConfig(observe=True))
+    stream = olist.history_requests(df)
+    days = np.array([int((r.event_at.timestamp() - 3 * 3600) // DAY) for r in stream])
+    online = np.full_like(offline, np.nan)
+    seen = 0
+    for d in np.unique(days):
+        batch = [stream[i] for i in np.flatnonzero(days == d)]
+        _, X = est.features(batch)
+        for r, row in zip(batch, X):
+            i = key.get((r.shipment_id, r.event_type.value))
+            if i is not None:
+                online[i] = row
+                seen += 1
+    assert seen == len(s.requests)
+    np.testing.assert_allclose(online, offline, rtol=1e-6, equal_nan=True)
+    # and the rolling features are really populated, not NaN on both sides
+    j = names.index("drift_7d")
+    assert np.isfinite(offline[:, j]).mean() > 0.5
+
+
+def test_every_eta_carries_source_interval_and_version(estimator: ModelEstimator, sample_requests) -> None:  # type: ignore[no-untyped-def]
+    out = estimator.estimate(sample_requests)
+    assert len(out) == len(sample_requests)
+    for r, e in zip(sample_requests, out):
+        assert e.source == "model"
+        assert e.model_version == estimator.version
+        assert e.low is not None and e.high is not None and e.at is not None
+        assert e.low <= e.at <= e.high
+        assert e.at >= r.event_at
+        assert 0 < (e.confidence or 0) <= 1
+        assert set(e.to_json()) == {"at", "source", "interval", "model_version"}
+
+
+def test_one_inference_call_per_batch(estimator: ModelEstimator, sample_requests, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert estimator.model is not None
+    booster = estimator.model.booster
+    calls: list[int] = []
+    real = booster.inplace_predict
+
+    def counting(X, *a, **k):  # type: ignore[no-untyped-def]
+        calls.append(len(X))
+        return real(X, *a, **k)
+
+    monkeypatch.setattr(booster, "inplace_predict", counting)
+    estimator.estimate(sample_requests)
+    assert calls == [len(sample_requests)]
+
+
+def test_low_confidence_falls_back(artifact: Path, sample_requests) -> None:  # type: ignore[no-untyped-def]
+    est = load_estimator({"model_path": str(artifact), "min_confidence": 0.999, "rules": {"country": "BR"}})
+    out = est.estimate(sample_requests[:20])
+    assert all(e.source == "rule" and e.at is not None for e in out)
+    assert isinstance(est, ModelEstimator) and est.fallbacks["low_confidence"] == 20
+
+
+def test_missing_feature_falls_back(estimator: ModelEstimator, sample_requests) -> None:  # type: ignore[no-untyped-def]
+    good = sample_requests[0]
+    lost = replace(good, dest_zip=None, dest_lat=None, dest_lng=None)  # no destination: no distance
+    out = estimator.estimate([good, lost])
+    assert out[0].source == "model"
+    assert out[1].source == "rule" and out[1].at is not None
+    assert estimator.fallbacks["missing_feature"] == 1
+
+
+def test_out_of_range_prediction_falls_back(artifact: Path, sample_requests) -> None:  # type: ignore[no-untyped-def]
+    est = load_estimator({"model_path": str(artifact), "max_remaining_days": 0.01, "min_confidence": 0.0})
+    out = est.estimate(sample_requests[:5])
+    assert all(e.source == "rule" for e in out)
+    assert isinstance(est, ModelEstimator) and est.fallbacks["out_of_range"] == 5
+
+
+def test_bad_row_falls_back_alone(estimator: ModelEstimator, sample_requests) -> None:  # type: ignore[no-untyped-def]
+    broken = replace(sample_requests[1], event_at=None)  # type: ignore[arg-type]
+    naive = replace(sample_requests[2], event_at=sample_requests[2].event_at.replace(tzinfo=None))
+    out = estimator.estimate([sample_requests[0], broken, naive])
+    assert [e.source for e in out] == ["model", "rule", "model"]
+    assert out[1].at is None
+
+
+def test_corrupt_model_file_falls_back(artifact: Path, tmp_path: Path, sample_requests) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "v-corrupt"
+    bad.mkdir()
+    for f in artifact.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "model.ubj").write_bytes(b"\x00garbage" * 10)
+    est = load_estimator({"model_path": str(bad), "rules": {"country": "BR"}})
+    out = est.estimate(sample_requests[:10])
+    assert all(e.source == "rule" and e.at is not None for e in out)
+    assert isinstance(est, ModelEstimator) and est.load_error
+    assert est.fallbacks["no_model"] == 10
+
+
+def test_unreadable_meta_falls_back(artifact: Path, tmp_path: Path, sample_requests) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "v-meta"
+    bad.mkdir()
+    for f in artifact.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "meta.json").write_text("{not json")
+    out = load_estimator({"model_path": str(bad)}).estimate(sample_requests[:3])
+    assert [e.source for e in out] == ["rule"] * 3
+
+
+def test_absent_model_is_the_rule_estimator(tmp_path: Path, sample_requests) -> None:  # type: ignore[no-untyped-def]
+    est = load_estimator({"model_path": str(tmp_path / "nothing-here")})
+    assert isinstance(est, RuleEstimator)
+    assert all(e.source == "rule" for e in est.estimate(sample_requests[:3]))
+
+
+def test_model_failure_at_inference_falls_back(estimator: ModelEstimator, sample_requests, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert estimator.model is not None
+
+    def boom(*a, **k):  # type: ignore[no-untyped-def]
+        raise RuntimeError("feature shape mismatch")
+
+    monkeypatch.setattr(estimator.model.booster, "inplace_predict", boom)
+    out = estimator.estimate(sample_requests[:4])
+    assert [e.source for e in out] == ["rule"] * 4
+
+
+def test_terminal_requests_get_no_eta(estimator: ModelEstimator, sample_requests) -> None:  # type: ignore[no-untyped-def]
+    from models.domain import EventType, Status
+
+    done = replace(sample_requests[0], status=Status.DELIVERED, event_type=EventType.DELIVERED)
+    [e] = estimator.estimate([done])
+    assert e.at is None and e.source == "rule"
+
+
+def test_artifact_layout(artifact: Path) -> None:
+    names = {p.name for p in artifact.iterdir()}
+    assert {"model.ubj", "meta.json", "tables.json", "history.json", "metrics.json"} <= names
+    m = EtaModel.load(artifact)
+    assert m.version == artifact.name
+    assert m.meta["training_window"]["first_purchase"] < m.meta["training_window"]["last_purchase"]
+    assert (artifact.parent / "current").resolve() == artifact.resolve()

@@ -38,8 +38,9 @@ migrate: venv ## apply PostgreSQL (Alembic) and Cassandra (CQL) migrations
 seed: venv ## load the facility network into PostgreSQL
 	@$(PARCEL) seed
 
-run: up ## the main job: stack up, migrated, seeded, healthy
+run: up ## the main job: stack up, the scan pipeline fed a simulated day, where to look
 	@$(PARCEL) status --check
+	@$(PARCEL) demo
 
 test: up ## every test against the real servers (starts them first)
 	@$(BIN)/pytest -q tests

@@ -48,9 +48,12 @@ def up(
 
 @app.command()
 def down() -> None:
-    """Stop every server of the local stack (data is kept under .stack/)."""
+    """Stop the background jobs and every server of the local stack (data is kept under .stack/)."""
     from stack.servers import down as stack_down
+    from topologies.jobs import stop_all
 
+    for name in stop_all(get_settings()):
+        typer.echo(f"  job        {name} stopped")
     stack_down(get_settings(), echo=typer.echo)
 
 
@@ -190,6 +193,19 @@ def simulate(
         "produced": result.sent if hasattr(result, "sent") else None,
         "sample_tracking_number": day.shipments[0].tracking_number,
     }, indent=2, default=str))
+
+
+@app.command()
+def demo(
+    shipments: int = typer.Option(300, "--shipments", "-n", min=1, help="shipments in the simulated day"),
+    seed: int = typer.Option(None, help="seed of the day (default: random)"),
+) -> None:
+    """The main job: the scan pipeline in the background, fed a simulated carrier day; where to look."""
+    from simulator.demo import run_demo
+
+    s = get_settings()
+    check_all_reachable(s)
+    run_demo(s, shipments, seed, typer.echo)
 
 
 label_app = typer.Typer(help="Shipping labels", no_args_is_help=True)

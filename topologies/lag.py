@@ -14,6 +14,27 @@ from operators.metrics import PipelineMetrics
 log = logging.getLogger(__name__)
 
 
+def partition_lag(consumer: Consumer, topic: str) -> dict[int, int]:
+    """Per partition: end offset minus the committed offset of `consumer`'s group."""
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    tps = [TopicPartition(topic, p) for p in parts]
+    committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+    lag = {}
+    for tp in tps:
+        low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        done = committed.get(tp.partition, -1)
+        lag[tp.partition] = high - (done if done >= 0 else low)
+    return lag
+
+
+def group_lag(bootstrap: str, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        return sum(partition_lag(consumer, topic).values())
+    finally:
+        consumer.close()
+
+
 class LagReporter(threading.Thread):
     def __init__(self, bootstrap: str, group: str, topic: str, metrics: PipelineMetrics,
                  interval_s: float = 10.0) -> None:
@@ -24,15 +45,9 @@ class LagReporter(threading.Thread):
         self._stop_event = threading.Event()
 
     def measure(self, consumer: Consumer) -> dict[int, int]:
-        parts = consumer.list_topics(self._topic, timeout=10).topics[self._topic].partitions
-        tps = [TopicPartition(self._topic, p) for p in parts]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
-        lag = {}
-        for tp in tps:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            done = committed.get(tp.partition, -1)
-            lag[tp.partition] = high - (done if done >= 0 else low)
-            self._metrics.lag(self._topic, tp.partition, lag[tp.partition])
+        lag = partition_lag(consumer, self._topic)
+        for partition, records in lag.items():
+            self._metrics.lag(self._topic, partition, records)
         return lag
 
     def run(self) -> None:

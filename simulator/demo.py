@@ -1,0 +1,75 @@
+"""The main job of a fresh machine (`make run`): the scan pipeline running in the background, fed a
+simulated carrier day through the label API and the scanners' topic, then a report of where to
+look: the /metrics endpoint, the day's outcome from PostgreSQL, and one shipment's timeline from
+Cassandra with its ETA."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import psycopg
+
+from config.settings import ROOT, Settings
+from simulator.live import plan_day, run_day
+from stack.migrations import cassandra_session
+from topologies import jobs
+from topologies.lag import group_lag
+
+PIPELINE = ROOT / "topologies" / "scan_pipeline.yaml"
+
+
+def committed_lag(settings: Settings, group: str = "scan-pipeline") -> int:
+    return group_lag(settings.kafka.bootstrap_servers, group, settings.kafka.topics["scan_events"])
+
+
+def run_demo(settings: Settings, shipments: int, seed: int | None, echo: Callable[[str], None]) -> None:
+    port = settings.metrics.port
+    job = jobs.start(settings, "scan-pipeline", PIPELINE, port)
+    echo(f"scan-pipeline job running (pid {job.pid}), log {job.log}")
+    seed = random.randrange(1 << 30) if seed is None else seed
+    # the day is cut 8 hours before now: some parcels are still on their way, with a live ETA
+    end = datetime.now(UTC)
+    day = plan_day(shipments, seed=seed, end=end, until=end - timedelta(hours=8))
+    echo(f"simulated day (seed {seed}): {len(day.shipments)} shipments, {len(day.messages)} scan messages "
+         f"{dict(day.kinds)}")
+    run_day(settings, day, progress=True)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 300:
+        lag = committed_lag(settings)
+        if lag == 0:
+            break
+        time.sleep(2)
+    echo(f"pipeline caught up in {time.monotonic() - t0:.0f} s")
+
+    ids = [s.shipment_id for s in day.shipments]
+    with psycopg.connect(settings.postgres.dsn) as conn:
+        statuses = Counter(dict(conn.execute(
+            "SELECT status::text, count(*) FROM shipments WHERE shipment_id = ANY(%s::uuid[]) GROUP BY 1",
+            (ids,)).fetchall()))
+        sample = conn.execute(
+            "SELECT shipment_id, tracking_number, status::text, eta, eta_source, attempt_count FROM shipments "
+            "WHERE shipment_id = ANY(%s::uuid[]) AND status NOT IN ('DELIVERED', 'RETURN_TO_SENDER') "
+            "AND eta IS NOT NULL ORDER BY last_event_at DESC LIMIT 1", (ids,)).fetchone()
+        returns = conn.execute("SELECT count(*) FROM shipments WHERE return_of = ANY(%s::uuid[])", (ids,)).fetchone()
+    expected = Counter(o.status.value for o in day.expected.values() if o.status is not None)
+    echo("final statuses (PostgreSQL): " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
+    echo("expected by the simulator:   " + ", ".join(f"{k} {v}" for k, v in sorted(expected.items())))
+    echo(f"linked return shipments: {returns[0]}; rejected to scan-events-dlq: {dict(day.reasons)}")
+    if sample is not None:
+        sid, tn, status, eta, source, attempts = sample
+        echo(f"\nsample tracking number {tn}: {status}, attempts {attempts}, ETA {eta} ({source})")
+        cluster, session = cassandra_session(settings, settings.cassandra.keyspace)
+        try:
+            for row in session.execute("SELECT created_at, event_type, status, facility_id, reason_code "
+                                       "FROM tracking_events WHERE shipment_id=%s", (sid,)):
+                echo(f"  {row.created_at:%Y-%m-%d %H:%M}  {row.event_type:<18} {row.status:<18} "
+                     f"{row.facility_id or ''} {row.reason_code or ''}")
+        finally:
+            cluster.shutdown()
+    echo(f"\nmetrics:  http://127.0.0.1:{port}/metrics   (parcel_step_records_total, parcel_dead_letters_total, ...)")
+    echo("topology: .venv/bin/parcel describe topologies/scan_pipeline.yaml")
+    echo("stop:     make down")

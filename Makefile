@@ -53,7 +53,17 @@ test-integration: up ## the tests against the real servers
 
 lint: venv ## ruff, mypy on the core packages, and the topology linter
 	@$(BIN)/ruff check .
-	@$(BIN)/mypy --ignore-missing-imports config models stack
+	@$(BIN)/mypy --ignore-missing-imports config operators topologies stack
+	@$(PARCEL) lint topologies/*.yaml
+
+bench: up ## scan pipeline end to end vs pass-through and naive baselines (docs/bench/pipeline.md)
+	@$(BIN)/python -m bench.pipeline --scans 200000
+
+bench-eta: venv ## ETA model vs seller estimate, route median and rules on Olist (docs/bench/eta.md)
+	@nice -n 10 $(BIN)/python -m models.eta.bench ../shared/data/olist
+
+bench-routing: venv ## route optimizer engines on TSPLIB, Solomon, Dumas and a 150-stop day (docs/bench/routing.md)
+	@$(BIN)/python -m routing.bench_all
 
 clean: down ## stop the stack and delete its data, logs and jars
 	rm -rf .stack

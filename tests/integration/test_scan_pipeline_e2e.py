@@ -168,3 +168,28 @@ def test_kill_9_mid_run_loses_nothing_and_stores_nothing_twice(
                     lambda: group_lag(stack, group))
     finally:
         job.stop()
+
+
+def test_two_processes_of_one_file_share_the_work(stack: Settings, tmp_path: Path) -> None:
+    name = f"test-scan-pipeline-pair-{uuid.uuid4().hex[:8]}"
+    start_group_at_end(stack, name)
+    day = plan_day(120, seed=5, duplicate_share=0.02, invalid_transition_share=0.02, malformed_share=0.02,
+                   failed_attempt_share=0.2, return_share=0.05)
+    marks = {t: high_watermarks(stack, t) for t in ("scan-events", "notifications", "scan-events-dlq")}
+    jobs = [PipelineProcess(name, tmp_path / f"state{i}", tmp_path / f"pipeline{i}.log", instance_id=str(i)).start()
+            for i in (1, 2)]
+    try:
+        run_day(stack, day, progress=False)
+        wait_for(lambda: _settled(stack, day), 240, "every shipment at its expected status", jobs[0])
+        wait_for(lambda: group_lag(stack, name) == 0, 120, "the pair to commit its whole input", jobs[1])
+        for job in jobs:
+            job.assert_alive()
+            # each process really worked: both wrote dead letters or accepted scans in their log
+            assert "The application started" in job.log.read_text()
+        _assert_day(stack, day, marks["scan-events"], marks["notifications"], marks["scan-events-dlq"],
+                    lambda: group_lag(stack, name))
+        assigned = [job.log.read_text().count("dead letter") for job in jobs]
+        assert all(n > 0 for n in assigned), f"one process got no partition: dead letters per process {assigned}"
+    finally:
+        for job in jobs:
+            job.stop()

@@ -63,7 +63,12 @@ bench-eta: venv ## ETA model vs seller estimate, route median and rules on Olist
 	@nice -n 10 $(BIN)/python -m models.eta.bench ../shared/data/olist
 
 bench-routing: venv ## route optimizer engines on TSPLIB, Solomon, Dumas and a 150-stop day (docs/bench/routing.md)
-	@$(BIN)/python -m routing.bench_all
+	@mkdir -p artifacts/routing
+	@for set in tsplib solomon tsptw_dumas; do \
+	  nice -n 10 $(BIN)/python -m routing.cli bench ../shared/data/$$set --time-limit 10 --json \
+	    --solver lkh --solver pyvrp --solver ortools=5 --solver vroom=5 > artifacts/routing/$$set.jsonl && \
+	  $(BIN)/python -m routing.cli report artifacts/routing/$$set.jsonl; done
+	@$(BIN)/python -m routing.cli bench-day --seed 7 --json
 
 clean: down ## stop the stack and delete its data, logs and jars
 	rm -rf .stack

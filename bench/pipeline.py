@@ -36,9 +36,11 @@ import math
 import os
 import platform
 import pstats
+import re
 import shlex
 import signal
 import sys
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -83,6 +85,7 @@ from simulator.day import SimDay, SimMessage
 from simulator.live import labels_for, plan_day
 from simulator.produce import produce
 
+WARM_S, TAIL_S = 1.0, 2.0  # unmeasured traffic before and after the measured scans of a latency run
 MSGS_PER_SHIPMENT = 11.5  # plan_day's default knobs give ~11.9 scans per shipment; checked after generating
 SYSTEMS = ("pipeline", "passthrough", "naive")
 TITLES = {
@@ -120,6 +123,7 @@ class DrainResult:
     vm_hwm_mb: float | None
     cpu_s: dict[str, float]  # CPU seconds per process class in the sustained window
     busy_cores: float  # whole machine, in the window
+    niced_cores: float  # of which processes with nice > 0 (other jobs at lower priority)
     threads_s: dict[str, float]  # CPU seconds per thread class of the system's process, in the window
 
 
@@ -169,6 +173,27 @@ class Report:
 
 
 # --- the bench ----------------------------------------------------------------------------------
+
+
+class Sampler(threading.Thread):
+    """Committed offsets of a group, four times a second, while the main thread produces."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, period_s: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.offsets = Offsets(bootstrap)
+        self.group, self.topic, self.period_s = group, topic, period_s
+        self.samples: list[Sample] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.samples.append(Sample(time.monotonic(), self.offsets.committed(self.group, self.topic)))
+            self._halt.wait(self.period_s)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(15)
+        self.offsets.close()
 
 
 class Bench:
@@ -333,11 +358,12 @@ class Bench:
             sut.stop()
         d = drain_rate(samples, start, end)
         lat, meta = self.finish_reader(reader, prefix, 20 if d.drained else 0)
-        busy = 0.0
+        busy = niced = 0.0
         cpu: dict[str, float] = {}
         if busy0 is not None and t_first is not None and t_cpu1 > t_first:
             busy_s = (busy1[0] - busy0[0]) / CLK_TCK
             busy = busy_s / (t_cpu1 - t_first)
+            niced = (busy1[2] - busy0[2]) / CLK_TCK / (t_cpu1 - t_first)
             cpu = self.cpu(cpu0, cpu1, sut, [reader], busy_s)
         (self.work / f"{group}.samples.json").write_text(json.dumps([[x.t, x.committed] for x in samples]))
         win = window_rates(samples, start, end, 5.0)
@@ -349,7 +375,8 @@ class Bench:
             label_rate=label_rate, scan_rate=scan_rate, checkpoint_s=ck_s, checkpoint_records=ck_n,
             window_min=min(win) if win else None, window_median=float(np.median(win)) if win else None,
             window_max=max(win) if win else None, wall_s=wall, outputs_seen=meta["seen"],
-            outputs_wanted=meta["wanted"], vm_hwm_mb=hwm, cpu_s=cpu, busy_cores=busy, threads_s=threads)
+            outputs_wanted=meta["wanted"], vm_hwm_mb=hwm, cpu_s=cpu, busy_cores=busy, niced_cores=niced,
+            threads_s=threads)
         log(f"drain {system}: {fmt_rate(r.rate)} over {r.seconds:.0f} s ({'drained' if r.drained else 'cut'}), "
             f"outputs {r.outputs_seen}/"
             f"{r.outputs_wanted}, VmHWM {hwm or 0:.0f} MiB")
@@ -357,16 +384,21 @@ class Bench:
 
     def latency(self, system: str, rate: float, requested: float, note: str, seconds: float,
                 seed: int) -> LatencyResult:
-        n_msgs = int(rate * seconds)
-        day = plan_day(math.ceil(n_msgs / MSGS_PER_SHIPMENT) + 5, seed=seed)
-        msgs = day.messages[:n_msgs]
+        # 1 s of warm-up and 2 s of tail traffic around the measured scans, not measured: the last
+        # measured scan is followed by traffic as in steady state (an idle input leaves quixstreams in
+        # a 1 s consumer poll before its next checkpoint: an end-of-run artefact, not a latency)
+        n_warm, n_msgs, n_tail = int(rate * WARM_S), int(rate * seconds), int(rate * TAIL_S)
+        n_all = n_warm + n_msgs + n_tail
+        day = plan_day(math.ceil(n_all / MSGS_PER_SHIPMENT) + 5, seed=seed)
+        msgs = day.messages[:n_all]
         ship_ids = {m.shipment_id for m in msgs if m.shipment_id}
         labels = [lb for lb in labels_for(day) if str(lb.shipment_id) in ship_ids]
         group = self._name(f"{system}-lat{int(rate)}")
-        wanted, _ = self.wanted_file(msgs, group)
+        wanted, _ = self.wanted_file(msgs[n_warm:n_warm + n_msgs], group)
         store_labels(self.s, labels, seed=seed)
         start_group_at(self.bootstrap, group, self.topic, self.offsets.ends(self.topic))
-        log(f"latency {system} @ {rate:.0f}/s: {len(msgs)} scans of {len(labels)} shipments, group {group}")
+        log(f"latency {system} @ {rate:.0f}/s: {n_msgs} measured scans (+{n_warm} before, +{n_tail} after) of "
+            f"{len(labels)} shipments, group {group}")
         sut = Proc(self._cmd(system, group), self.work / f"{group}.log")
         reader: Proc | None = None
         prefix = ""
@@ -375,8 +407,14 @@ class Bench:
             if self.wait_committed(group, self.offsets.ends(self.topic), sut, 300) is None:
                 raise RuntimeError(f"{system} did not drain the {len(labels)} labels within 300 s")
             reader, prefix = self.start_reader(system, wanted, group)
-            cpu0, t0 = snapshot(), time.monotonic()
-            res = produce(msgs, self.bootstrap, self.topic, progress=False, rate_per_s=rate, restamp=True)
+            sampler = Sampler(self.bootstrap, group, self.topic)
+            sampler.start()
+            cpu0, busy0, t0 = snapshot(), machine_busy_ticks(), time.monotonic()
+            try:
+                res = produce(msgs, self.bootstrap, self.topic, progress=False, rate_per_s=rate, restamp=True)
+            except BaseException:
+                sampler.stop()
+                raise
             t_sent = time.monotonic()
             end = self.offsets.ends(self.topic)
             committed = self.offsets.committed(group, self.topic)
@@ -384,7 +422,8 @@ class Bench:
             drained_after: float | None = None
             if self.wait_committed(group, end, sut, max(60.0, seconds)) is not None:
                 drained_after = time.monotonic() - t_sent
-            cpu1, t1 = snapshot(), time.monotonic()
+            cpu1, busy1, t1 = snapshot(), machine_busy_ticks(), time.monotonic()
+            sampler.stop()
             hwm = vm_hwm_mb(sut.pid)
         except BaseException:
             if reader is not None:
@@ -393,14 +432,16 @@ class Bench:
         finally:
             sut.stop()
         lat, meta = self.finish_reader(reader, prefix, 30)
-        classes, roots = self.classes(sut, [reader])
-        cpu = {k: v / (t1 - t0) for k, v in cpu_by_class(cpu0, cpu1, classes, roots).items()}
+        cpu = {k: v / (t1 - t0) for k, v in
+               self.cpu(cpu0, cpu1, sut, [reader], (busy1[0] - busy0[0]) / CLK_TCK).items()}
+        (self.work / f"{group}.samples.json").write_text(json.dumps([[x.t, x.committed] for x in sampler.samples]))
+        ck_s, ck_n = checkpoints(sampler.samples)
         summary = asdict(LatencySummary.of(lat.tolist())) if len(lat) else None
         r = LatencyResult(
             system=system, target_rate=rate, requested_rate=requested, note=note, sent=res.sent,
             offered_rate=res.sent / res.elapsed_s if res.elapsed_s else 0.0, backlog_at_end=backlog,
             drained_after_s=drained_after, latency=summary, seen=meta["seen"], wanted=meta["wanted"],
-            vm_hwm_mb=hwm, cpu_cores=cpu)
+            vm_hwm_mb=hwm, cpu_cores=cpu, checkpoint_s=ck_s, checkpoint_records=ck_n)
         if summary:
             log(f"latency {system} @ {r.offered_rate:.0f}/s offered: p50 {fmt_ms(summary['p50'])} p99 "
                 f"{fmt_ms(summary['p99'])} max {fmt_ms(summary['max'])}; backlog at end {backlog}, "
@@ -486,9 +527,10 @@ def area_of(file: str, fn: str) -> str:
         ("models/eta", "ETA model (xgboost/numpy/pandas)"),
         ("operators/", "project: operators"), ("sinks/", "project: sinks"), ("topologies/", "project: topologies"),
         ("models/", "project: models"), ("prometheus_client", "prometheus_client"),
-        ("method 'acquire' of '_thread.lock'", "waiting on locks / futures (cassandra, threads)"),
-        ("method 'wait' of", "waiting on locks / futures (cassandra, threads)"),
-        ("stdlib/threading", "waiting on locks / futures (cassandra, threads)"),
+        ("method 'acquire' of '_thread.lock'", "waiting on Cassandra futures (thread locks)"),
+        ("method 'wait' of", "waiting on Cassandra futures (thread locks)"),
+        ("stdlib/threading", "waiting on Cassandra futures (thread locks)"),
+        ("_pickle", "pickle (quixstreams copies each value at the dead-letter branch)"),
         ("stdlib/", "stdlib (other)"), ("built-in method time.sleep", "sleeping"),
     ]
     for needle, area in table:
@@ -554,8 +596,14 @@ def render(rep: Report) -> str:
     row("max sustained drain, records/s (whole backlog)",
         [dcell(s, lambda d: f"**{d.rate:,.0f}**" + ("" if d.drained else f" (cut after {d.seconds:.0f} s)"))
          for s in systems])
+    row("… LABEL_CREATED head (state rebuilt per shipment) / the scans after it",
+        [dcell(s, lambda d: f"{d.label_rate:,.0f} / {d.scan_rate:,.0f}" if d.label_rate and d.scan_rate else "—")
+         for s in systems])
     row("… 5 s windows min / median / max",
-        [dcell(s, lambda d: f"{d.window_min or 0:,.0f} / {d.window_median or 0:,.0f} / {d.window_max or 0:,.0f}")
+        [dcell(s, lambda d: f"{d.window_min:,.0f} / {d.window_median:,.0f} / {d.window_max:,.0f}"
+               if d.window_median is not None else "— (drained in < 5 s)") for s in systems])
+    row("… commits: median interval / records per commit",
+        [dcell(s, lambda d: f"{d.checkpoint_s:.2f} s / {d.checkpoint_records:,.0f}" if d.checkpoint_s else "—")
          for s in systems])
     row("drain: records, seconds (process start → all committed)",
         [dcell(s, lambda d: f"{d.records:,} in {d.seconds:.0f} s ({d.wall_s:.0f} s wall)" if d.drained
@@ -563,17 +611,30 @@ def render(rep: Report) -> str:
     row("outputs read (read_committed) / valid scans",
         [dcell(s, lambda d: f"{d.outputs_seen:,} / {d.outputs_wanted:,}") for s in systems])
     rates = sorted({r.requested_rate for r in rep.latencies})
+
+    def lat_of(s: str, req: float) -> LatencyResult | None:
+        return next((r for r in rep.latencies if r.system == s and r.requested_rate == req), None)
+
+    def lcell(s: str, req: float, f: Any) -> str:
+        r = lat_of(s, req)
+        return f(r) if r is not None else "—"
+
     for req in rates:
-        row(f"latency p50 / p99 / max at {req:,.0f}/s offered",
-            [_lat_cell(next((r for r in rep.latencies if r.system == s and r.requested_rate == req), None))
-             for s in systems])
-        row(f"… input backlog at last send / drained after (at {req:,.0f}/s)",
-            [(lambda r: f"{r.backlog_at_end:,} / " + (f"{r.drained_after_s:.1f} s" if r.drained_after_s is not None
-                                                       else "not drained") if r else "—")(
-                next((r for r in rep.latencies if r.system == s and r.requested_rate == req), None))
-             for s in systems])
+        row(f"latency p50 / p99 / max at {req:,.0f}/s offered", [_lat_cell(lat_of(s, req)) for s in systems])
+        row(f"… input backlog at last send / all committed after (at {req:,.0f}/s)",
+            [lcell(s, req, lambda r: f"{r.backlog_at_end:,} / " + (
+                f"{r.drained_after_s:.1f} s" if r.drained_after_s is not None else "not drained")) for s in systems])
+        row(f"… commits: median interval / records per commit (at {req:,.0f}/s)",
+            [lcell(s, req, lambda r: f"{r.checkpoint_s:.2f} s / {r.checkpoint_records:,.0f}"
+                   if r.checkpoint_s else "—") for s in systems])
+        row(f"… system's process / other jobs on the machine during the run, cores (at {req:,.0f}/s)",
+            [lcell(s, req, lambda r: f"{r.cpu_cores.get('system under test', 0):.2f} / "
+                   f"{r.cpu_cores.get('other (rest of the machine)', 0):.2f}") for s in systems])
     row("peak RSS (VmHWM) in the drain",
         [dcell(s, lambda d: f"{d.vm_hwm_mb:,.0f} MiB" if d.vm_hwm_mb else "—") for s in systems])
+    if rates:
+        row(f"peak RSS (VmHWM) in the {rates[0]:,.0f}/s run",
+            [lcell(s, rates[0], lambda r: f"{r.vm_hwm_mb:,.0f} MiB" if r.vm_hwm_mb else "—") for s in systems])
     row("CPU of the process in the drain, cores",
         [dcell(s, lambda d: f"{d.cpu_s.get('system under test', 0) / d.seconds:.2f}" if d.seconds else "—")
          for s in systems])
@@ -583,7 +644,7 @@ def render(rep: Report) -> str:
         n = max(d.rate * d.seconds, 1)
         return f"{d.cpu_s.get('system under test', 0) / n * 1e6:,.0f} / {d.busy_cores * d.seconds / n * 1e6:,.0f}"
 
-    row("CPU ms per 1,000 records: process / whole machine", [dcell(s, per_k) for s in systems])
+    row("CPU ms per 1,000 records in the drain: process / whole machine", [dcell(s, per_k) for s in systems])
     table = head + "\n" + "\n".join(rows)
 
     # CPU split during each drain
@@ -595,6 +656,8 @@ def render(rep: Report) -> str:
         for k in classes]
     cpu_rows.append("| whole machine (of " + str(m["nproc"]) + ") | " + " | ".join(
         dcell(s, lambda d: f"{d.busy_cores:.2f}") for s in systems) + " |")
+    cpu_rows.append("| … of which niced processes (lower priority: they mostly soak up idle time) | " + " | ".join(
+        dcell(s, lambda d: f"{d.niced_cores:.2f}") for s in systems) + " |")
     cpu_table = cpu_head + "\n" + "\n".join(cpu_rows)
     tclasses = sorted({k for d in rep.drains.values() for k in d.threads_s})
     thread_table = "| threads of the system's process, cores | " + " | ".join(TITLES[s] for s in systems) + \
@@ -637,11 +700,14 @@ def render(rep: Report) -> str:
         f"other work (other engineers' jobs): figures carry that noise. Versions: "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
         "",
-        f"Backlog: {rep.backlog['scans']:,} simulated scans ({rep.backlog['kinds']}) of "
-        f"{rep.backlog['shipments']:,} fresh shipments, plus their {rep.backlog['shipments']:,} LABEL_CREATED "
-        f"events (labels stored in PostgreSQL and emitted first, as `run_day` does): "
-        f"{rep.backlog['records']:,} records on scan-events, all produced before a system starts; each system "
-        f"drains it from the start on its own consumer group.",
+        (f"Backlog: {rep.backlog['scans']:,} simulated scans ({rep.backlog['kinds']}) of "
+         f"{rep.backlog['shipments']:,} fresh shipments, plus their {rep.backlog['shipments']:,} LABEL_CREATED "
+         f"events (labels stored in PostgreSQL and emitted first, as `run_day` does): "
+         f"{rep.backlog['records']:,} records on scan-events, all produced before a system starts; each system "
+         f"drains it from the start on its own consumer group." if rep.backlog else "No backlog drain in this run."),
+        "",
+        f"Topology: `{m['topology']}` (processing guarantee {m['guarantee']}, commit_interval "
+        f"{m['commit_interval']} s; the pass-through uses the same).",
         "",
         table,
         "",
@@ -652,20 +718,23 @@ def render(rep: Report) -> str:
         "- **Throughput**: records committed by the system's consumer group, sampled four times a second, from the "
         "first committed progress (start-up, group join and the first checkpoint excluded) until the whole backlog is "
         "committed. The pipeline and the pass-through commit offsets in the same Kafka transaction as their "
-        "outputs (exactly-once, commit_interval 1 s), so a committed record is also persisted and published. "
+        "outputs (exactly-once), so a committed record is also persisted and published. "
         "The naive loop auto-commits every second and is cut after a fixed time.",
         "- **Latency**: per system and offered rate a fresh day (fresh shipments, fresh group); its labels are "
         "emitted and drained first, then the scans are produced at the fixed rate with "
         "`produce(rate_per_s=..., restamp=True)` (created_at = real send time). A separate reader process consumes "
         "the system's output topic with isolation.level=read_committed and matches each valid scan's event_id "
-        "(first record only): latency = receive time − send time. Nearest-rank percentiles. The lowest rate "
+        "(first record only): latency = receive time − send time. Nearest-rank percentiles over the measured "
+        "scans; 1 s of unmeasured traffic runs before them and 2 s after (steady state to the last measured scan: "
+        "with an idle input quixstreams sits in a 1 s consumer poll before its next checkpoint). The lowest rate "
         "runs as asked; a higher one above the system's drain rate is replaced by 80% of that rate (marked).",
         "- **CPU**: utime+stime from /proc between the first progress and the end of the drain, per process class.",
         "- **Peak RSS**: VmHWM of the system's process at the end of its drain.",
         "",
         "## Where the CPU went during the drains",
         "",
-        "\"other\" is everything else on the machine (other engineers' jobs, the OS).",
+        "\"other\" is the machine's busy time minus the processes above: other engineers' jobs (including "
+        "short-lived processes), the OS.",
         "",
         cpu_table,
         "",
@@ -705,13 +774,35 @@ def render(rep: Report) -> str:
     return "\n".join(out) + "\n"
 
 
+def load_report(path: Path) -> Report:
+    d = json.loads(path.read_text())
+    d["drains"] = {k: DrainResult(**v) for k, v in d["drains"].items()}
+    d["latencies"] = [LatencyResult(**v) for v in d["latencies"]]
+    d["profile"] = ProfileResult(**d["profile"]) if d.get("profile") else None
+    return Report(**d)
+
+
+KEEP = "<!-- Everything below this line is written by hand and kept when the benchmark rewrites this file. -->"
+
+
+def write_report(path: Path, md: str) -> None:
+    """Write the generated report; a hand-written part after the KEEP marker survives re-runs."""
+    kept = ""
+    if path.exists():
+        old = path.read_text()
+        if KEEP in old:
+            kept = old[old.index(KEEP):]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(md + ("\n" + kept if kept else ""))
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scans", type=int, default=200_000, help="simulated scans in the drain backlog")
-    ap.add_argument("--rates", default="1000,5000", help="offered rates of the latency runs, scans/s")
+    ap.add_argument("--rates", default="500,1000,5000", help="offered rates of the latency runs, scans/s")
     ap.add_argument("--latency-seconds", type=float, default=20.0, help="length of each paced run")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--naive-seconds", type=float, default=45.0, help="cut the naive drain after this")
@@ -719,7 +810,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", default="docs/bench/pipeline.md", help="markdown report ('' : none)")
     ap.add_argument("--work-dir", default=None, help="logs, state dirs, raw results (default /tmp/parcel-bench-<id>)")
+    ap.add_argument("--topology", default=str(TOPOLOGY.relative_to(ROOT)),
+                    help="the pipeline's topology file (the pass-through copies its app settings)")
+    ap.add_argument("--commit-interval", type=float, default=None,
+                    help="experiment: run a copy of the topology with this app.commit_interval (seconds)")
+    ap.add_argument("--skip-drain", action="store_true",
+                    help="experiment: no backlog drain; latency runs at the rates as asked")
+    ap.add_argument("--render", metavar="RESULTS_JSON", default=None,
+                    help="only re-render the markdown of an earlier run's results.json (to --out)")
     args = ap.parse_args(argv)
+    if args.render:
+        md = render(load_report(Path(args.render)))
+        print(md)
+        if args.out:
+            write_report(Path(args.out), md)
+        return
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if unknown := set(systems) - set(SYSTEMS):
@@ -736,28 +841,46 @@ def main(argv: list[str] | None = None) -> None:
     log(f"bench run {run_id}, work dir {work}")
     ensure_topics(settings.kafka.bootstrap_servers, [OUTPUTS[s] for s in systems if s != "pipeline"],
                   settings.kafka.partitions, settings.kafka.replication_factor)
-    bench = Bench(settings, work, run_id)
+    topology = (ROOT / args.topology).resolve()
+    if args.commit_interval is not None:
+        text, n = re.subn(r"(?m)^(\s*commit_interval:\s*)[0-9.]+", rf"\g<1>{args.commit_interval}",
+                          topology.read_text())
+        if n != 1:
+            ap.error(f"{topology}: no single app.commit_interval line to change")
+        topology = work / f"{topology.stem}.commit_interval_{args.commit_interval}.yaml"
+        topology.write_text(text)
+        rep.notes.append(f"Experiment: the topology ran as a copy with app.commit_interval = "
+                         f"{args.commit_interval} s (the pass-through copies it).")
+    from topologies.lint import load_topology
+
+    app_spec = load_topology(topology).app
+    rep.machine.update(topology=args.topology if args.commit_interval is None else str(topology),
+                       guarantee=app_spec.processing_guarantee, commit_interval=app_spec.commit_interval)
+    bench = Bench(settings, work, run_id, topology)
     try:
-        day, start, end = bench.backlog(args.scans, args.seed)
-        rep.backlog = {"scans": len(day.messages), "shipments": len(day.shipments), "kinds": day.kinds,
-                       "records": sum(end[p] - start[p] for p in start)}
-        wanted = bench.wanted_file(day.messages, "backlog")
-        del day
-        for s in systems:
-            rep.drains[s] = bench.drain(s, wanted, start, end,
-                                        cap_s=args.naive_seconds if s == "naive" else None)
+        if not args.skip_drain:
+            day, start, end, n_labels = bench.backlog(args.scans, args.seed)
+            rep.backlog = {"scans": len(day.messages), "shipments": len(day.shipments), "kinds": day.kinds,
+                           "records": sum(end[p] - start[p] for p in start)}
+            wanted = bench.wanted_file(day.messages, "backlog")
+            del day
+            for s in systems:
+                rep.drains[s] = bench.drain(s, wanted, start, end, n_labels,
+                                            cap_s=args.naive_seconds if s == "naive" else None)
         k = 0
         for s in systems:
-            d = rep.drains[s]
+            drain = rep.drains.get(s)
+            d_rate = drain.rate if drain is not None else math.inf
             done: dict[float, LatencyResult] = {}
             for i, req in enumerate(sorted(rates)):
                 rate, note = req, ""
-                if req > d.rate and i == 0:  # the lowest rate runs as asked: does the system keep up?
+                if req > d_rate and i == 0:  # the lowest rate runs as asked: does the system keep up?
                     note = "above its drain rate"
-                elif req > d.rate:
-                    rate, note = max(100.0, math.floor(d.rate * 0.8 / 50) * 50), "80% of its drain rate"
-                if rate in done:
-                    rep.latencies.append(replace(done[rate], requested_rate=req, note=note))
+                elif req > d_rate:
+                    rate, note = max(100.0, math.floor(d_rate * 0.8 / 50) * 50), "80% of its drain rate"
+                near = next((r for r in done if abs(r - rate) <= 0.1 * rate), None)
+                if near is not None:  # within 10% of a rate already run: reuse that run
+                    rep.latencies.append(replace(done[near], requested_rate=req, note=note))
                     continue
                 k += 1
                 done[rate] = bench.latency(s, rate, req, note, args.latency_seconds, args.seed + 100 + k)
@@ -772,8 +895,7 @@ def main(argv: list[str] | None = None) -> None:
     md = render(rep)
     print(md)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(md)
+        write_report(Path(args.out), md)
         log(f"wrote {args.out} (raw: {work / 'results.json'})")
 
 

@@ -131,11 +131,12 @@ def snapshot() -> dict[int, ProcTicks]:
     return out
 
 
-def machine_busy_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+def machine_busy_ticks() -> tuple[int, int, int]:
+    """(busy, total, niced) jiffies of all CPUs since boot, from /proc/stat; niced: time of processes
+    with a positive nice value (lower-priority jobs that mostly soak up idle time)."""
     f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = f[3] + (f[4] if len(f) > 4 else 0)
-    return sum(f[:8]) - idle, sum(f[:8])
+    return sum(f[:8]) - idle, sum(f[:8]), f[1]
 
 
 def cpu_by_class(before: Mapping[int, ProcTicks], after: Mapping[int, ProcTicks],

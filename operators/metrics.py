@@ -7,6 +7,8 @@ they measure work done, not unique scans.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Per-record step latencies are sub-millisecond to a few hundred ms (a directory lookup).
@@ -19,6 +21,7 @@ class PipelineMetrics:
     def __init__(self, registry: CollectorRegistry, topology: str) -> None:
         self.registry = registry
         self.topology = topology
+        self._record_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.step_records = Counter(
             "parcel_step_records_total",
             "Records handled by a topology step, by outcome (emit, drop, reject).",
@@ -112,8 +115,15 @@ class PipelineMetrics:
     # Small helpers so call sites stay one line and always carry the topology label.
 
     def record(self, step: str, outcome: str, seconds: float) -> None:
-        self.step_records.labels(self.topology, step, outcome).inc()
-        self.step_seconds.labels(self.topology, step).observe(seconds)
+        # Called for every record of every step: the labelled children are looked up once.
+        key = (step, outcome)
+        children = self._record_children.get(key)
+        if children is None:
+            children = (self.step_records.labels(self.topology, step, outcome),
+                        self.step_seconds.labels(self.topology, step))
+            self._record_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def dropped(self, step: str, reason: str) -> None:
         self.drops.labels(self.topology, step, reason).inc()

@@ -60,8 +60,18 @@ def run(
             try:
                 result = solve_guarded(name, problem, limit, seed)
             except Exception as exc:  # noqa: BLE001 - a crashing engine is a result row, not the end of the run
-                yield BenchRow(case.name, name, None, case.reference, None, time.perf_counter() - t0, False,
-                               nodes, limit, f"{type(exc).__name__}: {exc}")
+                yield BenchRow(
+                    case.name,
+                    name,
+                    None,
+                    case.reference,
+                    None,
+                    time.perf_counter() - t0,
+                    False,
+                    nodes,
+                    limit,
+                    f"{type(exc).__name__}: {exc}",
+                )
                 continue
             seconds = time.perf_counter() - t0
             ev = evaluate(problem, result.routes)
@@ -69,8 +79,15 @@ def run(
             # A gap only means something for a feasible answer; an infeasible one keeps its cost for the record.
             gap = 100.0 * (cost - case.reference) / case.reference if ev.feasible else None
             yield BenchRow(
-                case.name, name, round(cost, 3), case.reference, None if gap is None else round(gap, 4),
-                round(seconds, 3), ev.feasible, nodes, limit,
+                case.name,
+                name,
+                round(cost, 3),
+                case.reference,
+                None if gap is None else round(gap, 4),
+                round(seconds, 3),
+                ev.feasible,
+                nodes,
+                limit,
             )
 
 
@@ -146,8 +163,11 @@ def markdown(rows: list[BenchRow], title: str, per_instance: bool = True) -> str
         lines.append(f"| {n} | {first.nodes} | {first.reference:g} | " + " | ".join(cells) + " |")
     if not per_instance:
         lines = [f"### {title}"]
-    lines += ["", "| engine | budget s | instances | feasible | mean gap % | max gap % | mean s | max s |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| engine | budget s | instances | feasible | mean gap % | max gap % | mean s | max s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for s, v in summarise(rows).items():
         budget = next(r.time_limit for r in rows if r.solver == s)
         lines.append(

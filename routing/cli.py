@@ -46,8 +46,11 @@ def bench(
             print(json.dumps(row.to_json()), flush=True)
         else:
             gap = "-" if row.gap is None else f"{row.gap:8.3f}%"
-            print(f"{row.name:14s} {row.solver:8s} cost={row.cost} ref={row.reference} gap={gap} "
-                  f"t={row.seconds:.2f}s feasible={row.feasible}{' ' + row.error if row.error else ''}", flush=True)
+            print(
+                f"{row.name:14s} {row.solver:8s} cost={row.cost} ref={row.reference} gap={gap} "
+                f"t={row.seconds:.2f}s feasible={row.feasible}{' ' + row.error if row.error else ''}",
+                flush=True,
+            )
     # The summary goes to stderr so that --json stdout stays one object per instance and solver.
     print(json.dumps({"summary": summarise(rows)}), file=sys.stderr)
 
@@ -74,9 +77,7 @@ def plan_cmd(
     time_limit: Annotated[
         float | None, typer.Option("--time-limit", help="Overrides the request's time_limit_s")
     ] = None,
-    engine: Annotated[
-        str | None, typer.Option("--engine", help=f"Force an engine ({', '.join(ENGINE_NAMES)})")
-    ] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help=f"Force an engine ({', '.join(ENGINE_NAMES)})")] = None,
 ) -> None:
     """Plan an ad-hoc set of stops and print the plan as JSON."""
     from pydantic import ValidationError

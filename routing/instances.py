@@ -206,9 +206,7 @@ def cases(directory: Path) -> tuple[str, list[BenchCase]]:
     else:
         with open(directory / "best_known.csv") as fh:
             for row in csv.DictReader(fh):
-                out.append(
-                    BenchCase(row["instance"], inst / f"{row['instance']}.tsptw", float(row["bks_tour_length"]))
-                )
+                out.append(BenchCase(row["instance"], inst / f"{row['instance']}.tsptw", float(row["bks_tour_length"])))
     return kind, [c for c in out if c.path.exists()]
 
 

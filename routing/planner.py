@@ -130,8 +130,13 @@ def plan(request: PlanRequest, matrix: TravelMatrix | None = None) -> Plan:
         base = _job_windows(st, origin)
         jobs.append(
             Job(
-                location=stop_point(i), service=st.service_s, windows=base.windows, demand=st.demand,
-                late_penalty=base.late_penalty, required=False, prize=drop_prize,
+                location=stop_point(i),
+                service=st.service_s,
+                windows=base.windows,
+                demand=st.demand,
+                late_penalty=base.late_penalty,
+                required=False,
+                prize=drop_prize,
             )
         )
     vehicles = [Vehicle(d.start_point, d.end_point, d.start_s, d.end_s, d.capacity) for d in drivers]
@@ -180,8 +185,11 @@ def plan(request: PlanRequest, matrix: TravelMatrix | None = None) -> Plan:
             seq += 1
             planned.append(
                 PlannedStop(
-                    stop_id=stops[i].stop_id, sequence=seq, arrival=origin + timedelta(seconds=arr),
-                    service_start=origin + timedelta(seconds=begin), departure=origin + timedelta(seconds=dep),
+                    stop_id=stops[i].stop_id,
+                    sequence=seq,
+                    arrival=origin + timedelta(seconds=arr),
+                    service_start=origin + timedelta(seconds=begin),
+                    departure=origin + timedelta(seconds=dep),
                     visited=True,
                 )
             )
@@ -190,15 +198,20 @@ def plan(request: PlanRequest, matrix: TravelMatrix | None = None) -> Plan:
             st = stops[todo[s.job]]
             planned.append(
                 PlannedStop(
-                    stop_id=st.stop_id, sequence=seq, arrival=origin + timedelta(seconds=s.arrival),
+                    stop_id=st.stop_id,
+                    sequence=seq,
+                    arrival=origin + timedelta(seconds=s.arrival),
                     service_start=origin + timedelta(seconds=s.start),
-                    departure=origin + timedelta(seconds=s.start + st.service_s), late_minutes=round(s.late / 60, 2),
+                    departure=origin + timedelta(seconds=s.start + st.service_s),
+                    late_minutes=round(s.late / 60, 2),
                 )
             )
         out_routes.append(
             DriverPlan(
-                driver_id=request.drivers[drv.index].driver_id, stops=planned,
-                departure=origin + timedelta(seconds=ev.departure), return_time=origin + timedelta(seconds=ev.end_time),
+                driver_id=request.drivers[drv.index].driver_id,
+                stops=planned,
+                departure=origin + timedelta(seconds=ev.departure),
+                return_time=origin + timedelta(seconds=ev.end_time),
                 travel_s=int(sum(duration[a, b] for a, b in _legs(problem, drv.index, r))),
                 load=ev.load + sum(stops[i].demand for i in drv.visited),
             )
@@ -238,8 +251,12 @@ def _legs(problem: Problem, v: int, route: list[int]) -> list[tuple[int, int]]:
 def _alone(problem: Problem, ji: int) -> tuple[UnservedReason, str] | None:
     """Why no driver could serve this stop even as its only stop; None if one could."""
     job = problem.jobs[ji]
-    order = [UnservedReason.UNREACHABLE, UnservedReason.WINDOW_PASSED, UnservedReason.SHIFT_LENGTH,
-             UnservedReason.CAPACITY]
+    order = [
+        UnservedReason.UNREACHABLE,
+        UnservedReason.WINDOW_PASSED,
+        UnservedReason.SHIFT_LENGTH,
+        UnservedReason.CAPACITY,
+    ]
     best: tuple[UnservedReason, str] | None = None
     for v, veh in enumerate(problem.vehicles):
         go, back = int(problem.duration[veh.start, job.location]), int(problem.duration[job.location, veh.end])
@@ -248,11 +265,15 @@ def _alone(problem: Problem, ji: int) -> tuple[UnservedReason, str] | None:
         else:
             ev = evaluate_route(problem, v, [ji])
             if ev.window_violation:
-                why = (UnservedReason.WINDOW_PASSED,
-                       f"earliest arrival is {ev.window_violation // 60} min after the last window closes")
+                why = (
+                    UnservedReason.WINDOW_PASSED,
+                    f"earliest arrival is {ev.window_violation // 60} min after the last window closes",
+                )
             elif ev.duration_violation:
-                why = (UnservedReason.SHIFT_LENGTH,
-                       f"serving it alone ends {ev.duration_violation // 60} min after the shift")
+                why = (
+                    UnservedReason.SHIFT_LENGTH,
+                    f"serving it alone ends {ev.duration_violation // 60} min after the shift",
+                )
             elif ev.load_violation:
                 why = (UnservedReason.CAPACITY, f"demand {job.demand} exceeds the vehicle's free capacity")
             else:
@@ -271,8 +292,10 @@ def _make_feasible(problem: Problem, routes: list[list[int]]) -> list[list[int]]
         ev = evaluate_route(problem, v, r)
         while r and not ev.feasible:
             trials = [(evaluate_route(problem, v, r[:k] + r[k + 1 :]), k) for k in range(len(r))]
-            ev, k = min(trials, key=lambda t: (t[0].duration_violation + t[0].window_violation
-                                               + t[0].load_violation, t[0].distance))
+            ev, k = min(
+                trials,
+                key=lambda t: (t[0].duration_violation + t[0].window_violation + t[0].load_violation, t[0].distance),
+            )
             r.pop(k)
         out.append(r)
     return out

@@ -106,7 +106,9 @@ class LKHEngine:
             par.write_text("\n".join(params) + "\n")
             proc = subprocess.run(
                 [sys.executable, "-m", "routing.engines.lkh_worker", str(par)],
-                capture_output=True, text=True, timeout=left + 60,
+                capture_output=True,
+                text=True,
+                timeout=left + 60,
             )
             if proc.returncode != 0:
                 raise RuntimeError(f"LKH exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")

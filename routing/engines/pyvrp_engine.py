@@ -52,8 +52,13 @@ def build(problem: Problem) -> tuple[ProblemData, list[int], list[list[int]]]:
             lo, hi = windows[0]
             clients.append(
                 Client(
-                    location=job.location, delivery=delivery, service_duration=job.service,
-                    tw_early=int(lo), tw_late=_clip(hi), prize=job.prize, required=job.required,
+                    location=job.location,
+                    delivery=delivery,
+                    service_duration=job.service,
+                    tw_early=int(lo),
+                    tw_late=_clip(hi),
+                    prize=job.prize,
+                    required=job.required,
                 )
             )
             client_job.append(ji)
@@ -62,8 +67,14 @@ def build(problem: Problem) -> tuple[ProblemData, list[int], list[list[int]]]:
         for lo, hi in windows:
             clients.append(
                 Client(
-                    location=job.location, delivery=delivery, service_duration=job.service,
-                    tw_early=int(lo), tw_late=_clip(hi), prize=job.prize, required=False, group=len(groups),
+                    location=job.location,
+                    delivery=delivery,
+                    service_duration=job.service,
+                    tw_early=int(lo),
+                    tw_late=_clip(hi),
+                    prize=job.prize,
+                    required=False,
+                    group=len(groups),
                 )
             )
             client_job.append(ji)
@@ -126,6 +137,4 @@ class PyVRPEngine:
         for route in res.best.routes():
             v = free[route.vehicle_type()].pop(0)
             routes[v] = [client_job[a.idx] for a in route.schedule() if a.is_client()]
-        return EngineResult(
-            routes, first, {"iterations": res.num_iterations, "feasible": res.is_feasible()}
-        )
+        return EngineResult(routes, first, {"iterations": res.num_iterations, "feasible": res.is_feasible()})

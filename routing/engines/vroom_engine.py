@@ -49,7 +49,9 @@ class VroomEngine:
                 windows[-1] = vroom.TimeWindow(job.windows[-1][0], horizon)
             inp.add_job(
                 vroom.Job(
-                    ji, location=job.location, default_service=job.service,
+                    ji,
+                    location=job.location,
+                    default_service=job.service,
                     delivery=vroom.Amount([job.demand]) if demands else vroom.Amount([]),
                     time_windows=windows,
                 )

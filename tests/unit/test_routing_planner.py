@@ -64,8 +64,15 @@ def test_hard_windows_are_respected() -> None:
 
 def test_soft_window_is_served_late_and_the_lateness_reported() -> None:
     # 30 minutes away, soft window closing after 10 minutes: served 20 minutes late.
-    stops = [{"stop_id": "late", "location": point(2), "service_s": 60,
-              "windows": [{"start": at(0), "end": at(10), "soft": True}], "late_penalty_per_minute": 2}]
+    stops = [
+        {
+            "stop_id": "late",
+            "location": point(2),
+            "service_s": 60,
+            "windows": [{"start": at(0), "end": at(10), "soft": True}],
+            "late_penalty_per_minute": 2,
+        }
+    ]
     p = plan(request(stops), line(3))
     assert p.engine == "ortools" and not p.unserved
     assert by_id(p)["late"].late_minutes == pytest.approx(20.0)
@@ -118,8 +125,14 @@ def test_two_stops_competing_for_one_slot() -> None:
 
 
 def test_second_window_is_used_when_the_first_is_out_of_reach() -> None:
-    stops = [{"stop_id": "m", "location": point(2), "service_s": 60,
-              "windows": [{"start": at(0), "end": at(5)}, {"start": at(120), "end": at(180)}]}]
+    stops = [
+        {
+            "stop_id": "m",
+            "location": point(2),
+            "service_s": 60,
+            "windows": [{"start": at(0), "end": at(5)}, {"start": at(120), "end": at(180)}],
+        }
+    ]
     p = plan(request(stops), line(3))
     assert not p.unserved
     assert by_id(p)["m"].service_start == T0 + timedelta(minutes=120)
@@ -147,8 +160,11 @@ def test_replan_keeps_visited_stops_fixed_and_starts_from_the_current_position()
     # The driver did two stops in an order the first plan did not propose, and reports in late.
     done = [order[1], order[0]]
     now = T0 + timedelta(hours=2)
-    driver = {"driver_id": "driver-1", "visited": done,
-              "position": {"location": point(int(done[-1][1:])), "at": now.isoformat()}}
+    driver = {
+        "driver_id": "driver-1",
+        "visited": done,
+        "position": {"location": point(int(done[-1][1:])), "at": now.isoformat()},
+    }
     again = plan(request(stops, drivers=[driver]))
     route = again.routes[0].stops
     assert [s.stop_id for s in route[:2]] == done and all(s.visited for s in route[:2])

@@ -6,10 +6,10 @@ Cassandra with its ETA."""
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 

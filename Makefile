@@ -71,4 +71,5 @@ bench-routing: venv ## route optimizer engines on TSPLIB, Solomon, Dumas and a 1
 	@$(BIN)/python -m routing.cli bench-day --seed 7 --json
 
 clean: down ## stop the stack and delete its data, logs and jars
+	@test -x $(BIN)/python && $(BIN)/python -c "from config.settings import get_settings; from stack.servers import pg_home; print(pg_home(get_settings()))" | grep '^/var/lib/parcel-stack/' | xargs -r rm -rf || true
 	rm -rf .stack

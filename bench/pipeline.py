@@ -58,6 +58,7 @@ from bench.procs import (
     ROOT,
     TOPOLOGY,
     Proc,
+    ProcGroup,
     cpu_by_class,
     machine_busy_ticks,
     naive_cmd,
@@ -197,8 +198,10 @@ class Sampler(threading.Thread):
 
 
 class Bench:
-    def __init__(self, settings: Settings, work: Path, run_id: str, topology: Path = TOPOLOGY) -> None:
+    def __init__(self, settings: Settings, work: Path, run_id: str, topology: Path = TOPOLOGY,
+                 pipeline_processes: int = 1) -> None:
         self.s = settings
+        self.pipeline_processes = pipeline_processes
         self.topology = topology
         self.bootstrap = settings.kafka.bootstrap_servers
         self.topic = settings.kafka.topics["scan_events"]
@@ -216,6 +219,13 @@ class Bench:
     def _name(self, what: str) -> str:
         self.seq += 1
         return f"bench-{what}-{self.run_id}-{self.seq}"
+
+    def _start(self, system: str, group: str) -> Proc | ProcGroup:
+        """The system's process(es); the pipeline as --pipeline-processes members of one group."""
+        if system != "pipeline" or self.pipeline_processes == 1:
+            return Proc(self._cmd(system, group), self.work / f"{group}.log")
+        return ProcGroup([Proc(pipeline_cmd(group, self.work / f"state-{group}-{i}", None, self.topology, i),
+                               self.work / f"{group}-{i}.log") for i in range(1, self.pipeline_processes + 1)])
 
     def _cmd(self, system: str, group: str, profile_out: Path | None = None) -> list[str]:
         state = self.work / f"state-{group}"
@@ -265,7 +275,7 @@ class Bench:
         meta = json.loads(Path(prefix + ".json").read_text())
         return data["lat"], meta
 
-    def wait_committed(self, group: str, target: dict[int, int], proc: Proc, timeout: float,
+    def wait_committed(self, group: str, target: dict[int, int], proc: Proc | ProcGroup, timeout: float,
                        samples: list[Sample] | None = None) -> float | None:
         """Seconds until `group` committed `target`, or None on timeout."""
         t0 = time.monotonic()
@@ -280,7 +290,8 @@ class Bench:
             time.sleep(0.25)
         return None
 
-    def cpu(self, before: Any, after: Any, sut: Proc, extra: list[Proc], busy_cpu_s: float) -> dict[str, float]:
+    def cpu(self, before: Any, after: Any, sut: Proc | ProcGroup, extra: list[Proc],
+            busy_cpu_s: float) -> dict[str, float]:
         """CPU seconds per class; 'other' is the machine's busy time minus the known processes (so
         other jobs' short-lived processes, gone by the second snapshot, are counted too)."""
         classes, roots = self.classes(sut, extra)
@@ -289,8 +300,9 @@ class Bench:
         cpu["other (rest of the machine)"] = max(busy_cpu_s - sum(cpu.values()), 0.0)
         return cpu
 
-    def classes(self, sut: Proc, extra: list[Proc]) -> tuple[dict[str, set[int]], dict[str, int]]:
-        cls = {"system under test": {sut.pid}, "bench (producer, reader)": {os.getpid(), *(p.pid for p in extra)}}
+    def classes(self, sut: Proc | ProcGroup, extra: list[Proc]) -> tuple[dict[str, set[int]], dict[str, int]]:
+        cls = {"system under test": set(getattr(sut, "pids", [sut.pid])),
+               "bench (producer, reader)": {os.getpid(), *(p.pid for p in extra)}}
         for name in ("kafka", "cassandra", "redis"):
             if self.servers.get(name):
                 cls[name] = {self.servers[name]}
@@ -326,7 +338,7 @@ class Bench:
         reader, prefix = self.start_reader(system, day_wanted[0], group)
         log(f"drain {system}: group {group}")
         t_spawn = time.monotonic()
-        sut = Proc(self._cmd(system, group), self.work / f"{group}.log")
+        sut = self._start(system, group)
         samples: list[Sample] = []
         cpu0 = busy0 = None
         th0: dict = {}
@@ -399,7 +411,7 @@ class Bench:
         start_group_at(self.bootstrap, group, self.topic, self.offsets.ends(self.topic))
         log(f"latency {system} @ {rate:.0f}/s: {n_msgs} measured scans (+{n_warm} before, +{n_tail} after) of "
             f"{len(labels)} shipments, group {group}")
-        sut = Proc(self._cmd(system, group), self.work / f"{group}.log")
+        sut = self._start(system, group)
         reader: Proc | None = None
         prefix = ""
         try:
@@ -816,6 +828,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="experiment: run a copy of the topology with this app.commit_interval (seconds)")
     ap.add_argument("--skip-drain", action="store_true",
                     help="experiment: no backlog drain; latency runs at the rates as asked")
+    ap.add_argument("--pipeline-processes", type=int, default=1,
+                    help="experiment: run the pipeline as N processes of one consumer group (peak RSS: the first)")
     ap.add_argument("--render", metavar="RESULTS_JSON", default=None,
                     help="only re-render the markdown of an earlier run's results.json (to --out)")
     args = ap.parse_args(argv)
@@ -856,7 +870,10 @@ def main(argv: list[str] | None = None) -> None:
     app_spec = load_topology(topology).app
     rep.machine.update(topology=args.topology if args.commit_interval is None else str(topology),
                        guarantee=app_spec.processing_guarantee, commit_interval=app_spec.commit_interval)
-    bench = Bench(settings, work, run_id, topology)
+    bench = Bench(settings, work, run_id, topology, args.pipeline_processes)
+    if args.pipeline_processes > 1:
+        rep.notes.append(f"Experiment: the pipeline ran as {args.pipeline_processes} processes of one consumer group "
+                         f"(CPU: all of them; peak RSS and thread split: the first).")
     try:
         if not args.skip_drain:
             day, start, end, n_labels = bench.backlog(args.scans, args.seed)

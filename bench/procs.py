@@ -17,11 +17,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def pipeline_cmd(group: str, state_dir: Path, profile_out: Path | None = None,
-                 topology: Path = TOPOLOGY) -> list[str]:
+                 topology: Path = TOPOLOGY, instance_id: int = 1) -> list[str]:
     """`parcel run` of the scan pipeline; with profile_out, under bench.profiled (SIGUSR1/SIGUSR2)."""
     prof = ["-m", "bench.profiled", str(profile_out)] if profile_out else []
     return [sys.executable, *prof, "cli.py", "run", str(topology), "--metrics-port", "0", "--group", group,
-            "--state-dir", str(state_dir), "--instance-id", "1"]
+            "--state-dir", str(state_dir), "--instance-id", str(instance_id)]
 
 
 def passthrough_cmd(group: str, state_dir: Path, output: str, topology: Path = TOPOLOGY) -> list[str]:
@@ -96,6 +96,29 @@ def thread_cpu(pid: int, before: Mapping[int, ProcTicks], after: Mapping[int, Pr
             name = "other threads (Cassandra driver I/O, lag reporter, ...)"
         out[name] = out.get(name, 0.0) + delta
     return out
+
+
+class ProcGroup:
+    """Several processes of one system (the pipeline scaled out in one consumer group), used like a Proc."""
+
+    def __init__(self, procs: list[Proc]) -> None:
+        self.procs = procs
+
+    @property
+    def pid(self) -> int:
+        return self.procs[0].pid
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def check(self) -> None:
+        for p in self.procs:
+            p.check()
+
+    def stop(self, timeout: float = 60) -> None:
+        for p in self.procs:
+            p.stop(timeout)
 
 
 def vm_hwm_mb(pid: int) -> float | None:

@@ -331,9 +331,21 @@ def _pg_user() -> str | None:
     return "postgres" if os.geteuid() == 0 else None
 
 
+def pg_home(settings: Settings) -> Path:
+    """Where PostgreSQL keeps data, log and socket. Normally .stack/postgres; as root the server
+    runs as `postgres`, which may not be able to enter the checkout (a private clone under /tmp,
+    a home directory), so its files live in a postgres-owned folder named after the stack dir."""
+    if _pg_user() is None:
+        return settings.stack.dir / "postgres"
+    import hashlib
+
+    tag = hashlib.sha1(str(Path(settings.stack.dir).resolve()).encode()).hexdigest()[:12]
+    return Path("/var/lib/parcel-stack") / tag
+
+
 def start_postgres(settings: Settings) -> str:
     host, port = settings.postgres.host_port
-    base = settings.stack.dir / "postgres"
+    base = pg_home(settings)
     data, log = base / "data", base / "logs" / "postgres.log"
     if _port_open(host, port):
         _ensure_pg_db(settings)
@@ -343,9 +355,12 @@ def start_postgres(settings: Settings) -> str:
     sock = base / "run"
     sock.mkdir(parents=True, exist_ok=True)
     if user:
-        shutil.chown(base, user)
-        for p in (log.parent, sock):
+        for p in (base.parent, base, log.parent, sock):
             shutil.chown(p, user)
+        link = settings.stack.dir / "postgres"
+        if not link.exists() and not link.is_symlink():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(base, target_is_directory=True)  # where to look, from the checkout
     if not (data / "PG_VERSION").exists():
         data.mkdir(parents=True, exist_ok=True)
         if user:
@@ -388,7 +403,7 @@ def _ensure_pg_db(settings: Settings) -> None:
 
 
 def stop_postgres(settings: Settings) -> bool:
-    data = settings.stack.dir / "postgres" / "data"
+    data = pg_home(settings) / "data"
     if not (data / "postmaster.pid").exists():
         return False
     res = subprocess.run([_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
@@ -458,7 +473,7 @@ def status(settings: Settings) -> list[ServerStatus]:
     ch, cp = settings.cassandra.contact_points[0], settings.cassandra.port
     ph, pp = settings.postgres.host_port
     rh, rp = settings.redis.host_port
-    pg_pid_path = d / "postgres" / "data" / "postmaster.pid"
+    pg_pid_path = pg_home(settings) / "data" / "postmaster.pid"
     pg_pid = None
     if pg_pid_path.exists():
         try:
@@ -468,7 +483,7 @@ def status(settings: Settings) -> list[ServerStatus]:
     rows = [
         ("kafka", kh, int(kp), _read_pid(d / "kafka" / "kafka.pid"), d / "kafka" / "logs" / "server.log"),
         ("cassandra", ch, cp, _read_pid(d / "cassandra" / "cassandra.pid"), d / "cassandra" / "logs" / "system.log"),
-        ("postgres", ph, pp, pg_pid, d / "postgres" / "logs" / "postgres.log"),
+        ("postgres", ph, pp, pg_pid, pg_home(settings) / "logs" / "postgres.log"),
         ("redis", rh, rp, _read_pid(d / "redis" / "redis.pid"), d / "redis" / "logs" / "redis.log"),
     ]
     out = []

@@ -1,6 +1,5 @@
 """Every engine on small problems with known optima, behind the neutral Problem (no solver types)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +7,7 @@ import pytest
 from routing.engines import ENGINE_NAMES, get_engine
 from routing.instances import read_tsplib
 from routing.problem import Job, Problem, Vehicle, evaluate
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests.shared_data import DATA  # noqa: E402  (the workplace benchmark data)
 
 
 def grid_tsp() -> Problem:

@@ -1,7 +1,6 @@
 """Benchmark readers: TSPLIB distance functions reproduce the supplied optimal tours; Solomon arcs are
 truncated to tenths as in DIMACS; Dumas files read as one-vehicle TSPTW."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,7 @@ from routing.instances import (
     tsplib_matrix,
 )
 from routing.problem import evaluate
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests.shared_data import DATA  # noqa: E402  (the workplace benchmark data)
 
 
 @pytest.mark.parametrize(

@@ -115,7 +115,3 @@ class CassandraTrackingEventsSink(BatchingSink):
         metrics = self._ctx.resources.metrics
         if metrics is not None:
             metrics.sink_flush(self._ctx.step_id, time.perf_counter() - t0, len(rows))
-
-    def cleanup(self) -> None:
-        if self._cluster is not None:
-            self._cluster.shutdown()

@@ -164,9 +164,3 @@ class PostgresShipments:
             row.update(committed_state(events))
         recent = sorted(events, key=lambda e: e.created_at, reverse=True)[: self._recent]
         return ShipmentSnapshot(**row, recent_event_ids=tuple(e.event_id for e in recent))
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        if self._cluster is not None:
-            self._cluster.shutdown()

@@ -150,7 +150,3 @@ class PostgresShipmentsSink(BatchingSink):
                 if scan.shipment_id in promised:
                     eta, source = promised[scan.shipment_id]
                     metrics.eta_error(source, (scan.event.created_at - eta).total_seconds() / 3600)
-
-    def cleanup(self) -> None:
-        if self._conn is not None:
-            self._conn.close()

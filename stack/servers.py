@@ -107,7 +107,7 @@ def _spawn(cmd: list[str], log: Path, pid_file: Path, env: dict[str, str] | None
     return proc.pid
 
 
-def _stop_pid(pid_file: Path, name: str, timeout: float = 60) -> bool:
+def _stop_pid(pid_file: Path, timeout: float = 60) -> bool:
     pid = _read_pid(pid_file)
     if pid is None:
         pid_file.unlink(missing_ok=True)
@@ -463,7 +463,7 @@ def down(settings: Settings, echo=print) -> None:
     d = settings.stack.dir
     for name, pid_file in (("kafka", d / "kafka" / "kafka.pid"), ("cassandra", d / "cassandra" / "cassandra.pid"),
                            ("redis", d / "redis" / "redis.pid")):
-        echo(f"  {name:<10} {'stopped' if _stop_pid(pid_file, name) else 'not running'}")
+        echo(f"  {name:<10} {'stopped' if _stop_pid(pid_file) else 'not running'}")
     echo(f"  {'postgres':<10} {'stopped' if stop_postgres(settings) else 'not running'}")
 
 

@@ -263,18 +263,18 @@ class FlushTail(BatchingSink):
 
     def write(self, batch: SinkBatch) -> None:
         items = list(batch)
-        self._persisted_upto: int | None = None
         values = [i.value for i in items]
         metas = [MessageMeta(topic=batch.topic, partition=batch.partition, offset=i.offset, key=i.key,
                              timestamp_ms=i.timestamp, headers=i.headers) for i in items]
         producer = self._app._producer  # noqa: SLF001 - the checkpoint's transactional producer
+        persisted: list[MessageMeta] = []
         for node in self._nodes:
             if isinstance(node, SinkNode):
                 sub = SinkBatch(topic=batch.topic, partition=batch.partition)
                 for v, m in zip(values, metas, strict=True):
                     sub.append(value=v, key=m.key, timestamp=m.timestamp_ms, headers=m.headers, offset=m.offset)
                 node.sink.write(sub)  # SinkBackpressureError propagates: pause, seek back, retry
-                self._persisted_upto = len(metas)
+                persisted = metas
                 continue
             results = node.run_batch(values, metas)
             kept_values, kept_metas = [], []
@@ -288,20 +288,15 @@ class FlushTail(BatchingSink):
                     kept_metas.append(m)
             values, metas = kept_values, kept_metas
         metrics = self._compiled.resources.metrics
-        if metrics is not None and self._persisted_upto is not None:
+        if metrics is not None:
             now_ms = time.time() * 1000
-            for m in metas[: self._persisted_upto]:
+            for m in persisted:
                 metrics.persisted((now_ms - m.timestamp_ms) / 1000)
+        bodies = [jsonable(v) for v in values]
         for output in self._compiled.outputs:
             topic = self._outputs[output.topic].name
-            for v, m in zip(values, metas, strict=True):
-                body = jsonable(v)
+            for body, m in zip(bodies, metas, strict=True):
                 producer.produce(topic=topic, key=output_key(body, output, m.key), value=orjson.dumps(body))
-
-    def cleanup(self) -> None:
-        for node in self._nodes:
-            if isinstance(node, SinkNode) and hasattr(node.sink, "cleanup"):
-                node.sink.cleanup()
 
 
 # --- Callbacks ----------------------------------------------------------------------------------

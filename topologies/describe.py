@@ -41,6 +41,7 @@ def describe(spec: TopologySpec, registry: Registry | None = None, *, file: str 
     lines.append(f"      --> {ids[0]}")
 
     rejecting: list[str] = []
+    at_flush = False  # from the first sink on, steps run at checkpoint flush on the batch (build.FlushTail)
     for i, step in enumerate(spec.steps):
         component = reg.get(step.use)
         nxt = ids[i + 1] if i + 1 < len(ids) else None
@@ -49,10 +50,12 @@ def describe(spec: TopologySpec, registry: Registry | None = None, *, file: str 
         if component is None:
             lines.append(f"    Processor: {step.id} (use: {step.use}, UNREGISTERED)")
         elif component.kind == "sink":
-            lines.append(f"    Sink: {step.id} (use: {step.use}, writes in-line, flushed before commit)")
+            at_flush = True
+            lines.append(f"    Sink: {step.id} (use: {step.use}, writes each checkpoint's batch before commit)")
         else:
             state = f'stateful, keys "{step.id}:*" per message key' if component.stateful else "stateless"
-            lines.append(f"    Processor: {step.id} (use: {step.use}, {state})")
+            when = ", at checkpoint flush on the batch" if at_flush else ""
+            lines.append(f"    Processor: {step.id} (use: {step.use}, {state}{when})")
         if component is not None:
             lines.append(f"      {component.description}")
             knobs = _knobs(component, step.with_)

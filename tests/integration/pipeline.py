@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from config.settings import Settings
 from stack.migrations import cassandra_session
+from topologies.lag import group_lag as lag_of_group
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGY = ROOT / "topologies" / "scan_pipeline.yaml"
@@ -75,14 +76,7 @@ def start_group_at_end(settings: Settings, group: str, topic: str = "scan-events
 
 def group_lag(settings: Settings, group: str, topic: str = "scan-events") -> int:
     """Records of `topic` the group has not committed yet (0: the job has finished its input)."""
-    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": group,
-                  "enable.auto.commit": False})
-    try:
-        ends = high_watermarks(settings, topic)
-        done = c.committed([TopicPartition(topic, p) for p in ends], timeout=10)
-        return sum(max(ends[tp.partition] - max(tp.offset, 0), 0) for tp in done)
-    finally:
-        c.close()
+    return lag_of_group(settings.kafka.bootstrap_servers, group, topic)
 
 
 def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the stack needs: Java 17 (Kafka 4, Cassandra 5.0), Maven (fetches their jars
-# from Maven Central), PostgreSQL and Redis servers, Python >= 3.11 with venv.
+# from Maven Central), PostgreSQL and Redis servers, Python >= 3.11 with venv, and Chromium for
+# the tracking page's browser test.
 # Installed with apt-get when running as root; otherwise named exactly, and we stop.
 set -euo pipefail
 missing=()
@@ -8,6 +9,8 @@ ls /usr/lib/jvm/*17*/bin/java >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headle
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# the tracking page's browser test drives Debian's Chromium through Playwright
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 PY=${PYTHON:-python3}
 "$PY" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || missing+=(python3 python3-venv)
 [ ${#missing[@]} -eq 0 ] && exit 0

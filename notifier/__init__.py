@@ -1,0 +1,1 @@
+"""The notifier: rule engine, dedupe, channels, reschedule flow (topologies/notifier.yaml)."""

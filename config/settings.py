@@ -48,6 +48,8 @@ class KafkaSettings(BaseModel):
             "notifications": "notifications",
             "dead_letter": "scan-events-dlq",
             "driver_locations": "driver-locations",
+            # customer reschedule choices (notifier flow) -> route re-planning and the ETA
+            "reschedules": "reschedule-requests",
         }
     )
 

@@ -154,6 +154,11 @@ class PipelineMetrics:
     def persisted(self, seconds: float) -> None:
         self.persist_latency.labels(self.topology).observe(max(seconds, 0.0))
 
+    def persisted_many(self, seconds: list[float]) -> None:
+        child = self.persist_latency.labels(self.topology)
+        for s in seconds:
+            child.observe(max(s, 0.0))
+
     def lag(self, topic: str, partition: int, records: int) -> None:
         self.consumer_lag.labels(self.topology, topic, str(partition)).set(records)
 

@@ -1,8 +1,11 @@
 """cassandra_tracking_events: AcceptedScan batches in → `tracking_events` rows out (one per accepted scan).
 
 The row key is (shipment_id, created_at, event_id), so a replayed checkpoint rewrites the same rows.
-Each checkpoint's batch runs as concurrent prepared statements; any failure raises backpressure:
-quixstreams pauses, seeks back to the last committed offset and retries, nothing is skipped.
+As the first sink of the scan pipeline, each accepted scan's insert starts asynchronously when the
+scan arrives (`begin`), so Cassandra works while the next scans are processed; the checkpoint
+flush waits for them (`write_records`). Any failure raises backpressure: quixstreams pauses, seeks
+back to the last committed offset and replays, nothing is skipped. Rows written for a checkpoint
+that never committed carry their source offsets, so a state rebuild ignores them (directories.py).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +38,11 @@ class CassandraEventsConfig(StepConfig):
     concurrency: int = Field(default=64, ge=1, le=1024)
     retry_after_s: float = Field(default=5.0, gt=0)
     request_timeout_s: float = Field(default=10.0, gt=0)
+    # Inserts started ahead of the checkpoint and not yet confirmed; past this the oldest is awaited.
+    max_in_flight: int = Field(default=4096, ge=1, le=65536)
+    # Rows per unlogged batch (one request). Keep batches under Cassandra's
+    # batch_size_warn_threshold (stack/cassandra/cassandra.yaml sets 16 KiB; rows are ~0.4 KiB).
+    batch_rows: int = Field(default=16, ge=1, le=256)
 
 
 def event_rows(scan: AcceptedScan, now: datetime, partition: int | None = None,
@@ -83,22 +92,123 @@ class CassandraTrackingEventsSink(BatchingSink):
         self._cluster: Any = None
         self._session: Any = None
         self._insert: Any = None
+        self.abandon()
+
+    _pending: deque[tuple[list[tuple[Any, ...]], Any]]
+    _open: dict[Any, list[tuple[Any, ...]]]
+    _begun: int
+    _rows: int
 
     def setup(self) -> None:
+        self.abandon()
         settings = self._ctx.require("settings")
+        self._keyspace = settings.cassandra.keyspace
         self._cluster = cassandra_cluster(settings)
-        self._session = self._cluster.connect(settings.cassandra.keyspace)
+        self._session = self._cluster.connect(self._keyspace)
         self._session.default_timeout = self._config.request_timeout_s
         self._insert = self._session.prepare(INSERT)
 
-    def write(self, batch: SinkBatch) -> None:
-        from cassandra.concurrent import execute_concurrent_with_args
+    # Rows go out as UNLOGGED batches of up to `batch_rows` rows that share a replica set (token-aware
+    # grouping): one request and one future per batch instead of per row, which is most of the
+    # driver's Python cost. Rows of different shipments in one batch are independent upserts; an
+    # unlogged batch gives no atomicity, which a replayable idempotent write does not need.
 
+    def _replica(self, row: tuple[Any, ...]) -> Any:
+        meta = self._cluster.metadata
+        if len(meta.all_hosts()) <= 1:
+            return None
+        # Grouped by replica set, as the Spark Cassandra Connector's batch.grouping.key=replica_set.
+        return frozenset(meta.get_replicas(self._keyspace, self._insert.bind(row).routing_key))
+
+    def _send(self, rows: list[tuple[Any, ...]]) -> Any:
+        from cassandra.query import BatchStatement, BatchType
+
+        try:
+            if len(rows) == 1:
+                return self._session.execute_async(self._insert, rows[0])
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for row in rows:
+                batch.add(self._insert, row)
+            return self._session.execute_async(batch)
+        except Exception:  # noqa: BLE001 - the store is away: retried, then backpressure, at the checkpoint
+            return None
+
+    def begin(self, scan: AcceptedScan, meta: Any) -> None:
+        """Start this scan's inserts (in replica-grouped batches); `write_records` waits for them."""
+        for row in event_rows(scan, datetime.now(UTC), meta.partition, meta.offset):
+            group = self._replica(row)
+            rows = self._open.setdefault(group, [])
+            rows.append(row)
+            self._rows += 1
+            if len(rows) >= self._config.batch_rows:
+                del self._open[group]
+                self._start(rows)
+        self._begun += 1
+
+    def _start(self, rows: list[tuple[Any, ...]]) -> None:
+        if len(self._pending) * self._config.batch_rows >= self._config.max_in_flight:
+            self._settle_oldest()
+        self._pending.append((rows, self._send(rows)))
+
+    def abandon(self) -> None:
+        """The checkpoint is dropped (backpressure or error): forget the started writes; the replay
+        writes the same rows again."""
+        self._pending, self._open, self._begun, self._rows = deque(), {}, 0, 0
+
+    def _settle_oldest(self) -> None:
+        """Wait for the oldest started batch (bounds the writes in flight); keep a failure to retry."""
+        rows, future = self._pending.popleft()
+        try:
+            if future is None:
+                raise RuntimeError("not started")
+            future.result()
+        except Exception:  # noqa: BLE001 - retried (then backpressure) at the checkpoint
+            self._pending.append((rows, None))
+
+    def write_records(self, scans: list[AcceptedScan], metas: list[Any]) -> None:
+        """The checkpoint's scans (all partitions). Started ones are awaited; failed inserts get one
+        more concurrent try, then backpressure."""
+        t0 = time.perf_counter()
+        if self._begun == len(scans):
+            for rows in self._open.values():
+                self._start(rows)
+            pending, n = self._pending, self._rows
+            self.abandon()
+            retry: list[tuple[Any, ...]] = []
+            for rows, future in pending:
+                try:
+                    if future is None:
+                        raise RuntimeError("not started")
+                    future.result()
+                except Exception:  # noqa: BLE001 - one more try below, then backpressure
+                    retry.extend(rows)
+            if retry:
+                self._execute(retry)
+        else:  # not started as they came (the sink is not first in the tail): write them now
+            self.abandon()
+            now = datetime.now(UTC)
+            rows = [row for scan, m in zip(scans, metas, strict=True)
+                    for row in event_rows(scan, now, m.partition, m.offset)]
+            n = len(rows)
+            if rows:
+                self._execute(rows)
+        metrics = self._ctx.resources.metrics
+        if metrics is not None and n:
+            metrics.sink_flush(self._ctx.step_id, time.perf_counter() - t0, n)
+
+    def write(self, batch: SinkBatch) -> None:
         now = datetime.now(UTC)
         rows = [row for item in batch for row in event_rows(item.value, now, batch.partition, item.offset)]
-        if not rows:
-            return
         t0 = time.perf_counter()
+        if rows:
+            self._execute(rows)
+            metrics = self._ctx.resources.metrics
+            if metrics is not None:
+                metrics.sink_flush(self._ctx.step_id, time.perf_counter() - t0, len(rows))
+
+    def _execute(self, rows: list[tuple[Any, ...]]) -> None:
+        from cassandra.concurrent import execute_concurrent_with_args
+
         try:
             results = execute_concurrent_with_args(
                 self._session, self._insert, rows, concurrency=self._config.concurrency,
@@ -112,6 +222,3 @@ class CassandraTrackingEventsSink(BatchingSink):
             log.warning("%d of %d cassandra writes failed (first: %s); backing off %.1fs",
                         len(failed), len(rows), failed[0], self._config.retry_after_s)
             raise SinkBackpressureError(retry_after=self._config.retry_after_s)
-        metrics = self._ctx.resources.metrics
-        if metrics is not None:
-            metrics.sink_flush(self._ctx.step_id, time.perf_counter() - t0, len(rows))

@@ -72,7 +72,7 @@ class PostgresFacilities:
 
 SNAPSHOT_SQL = """
 SELECT s.shipment_id, s.tracking_number, s.service_level::text AS service_level, s.created_at, s.return_of,
-       s.status::text AS status, s.attempt_count, s.last_event_at,
+       s.status::text AS status, s.attempt_count, s.last_event_at, s.last_event_id,
        o.lat AS origin_lat, o.lng AS origin_lng, o.zip AS origin_zip,
        COALESCE(s.dest_lat, d.lat) AS dest_lat, COALESCE(s.dest_lng, d.lng) AS dest_lng,
        COALESCE(s.recipient_address->>'zip', d.zip) AS dest_zip
@@ -153,6 +153,12 @@ class PostgresShipments:
             raise
         if row is None:
             return None
+        if row.pop("last_event_id") is None and row["status"] == "LABEL_CREATED":
+            # No checkpoint of the pipeline ever updated this row (the label API wrote it): nothing
+            # of this shipment was committed to Cassandra either (both sinks flush in one checkpoint
+            # before its commit; rows of an uncommitted one are ignored below anyway). A fresh
+            # label's state is the row itself, without the Cassandra read.
+            return ShipmentSnapshot(**row, recent_event_ids=())
         session = self._cassandra()
         events = list(session.execute(self._select_events, (shipment_id,)))
         if before is not None:

@@ -113,7 +113,10 @@ class PostgresShipmentsSink(BatchingSink):
         return self._conn
 
     def write(self, batch: SinkBatch) -> None:
-        scans: list[AcceptedScan] = [item.value for item in batch]
+        self.write_records([item.value for item in batch], None)
+
+    def write_records(self, scans: list[AcceptedScan], metas: Any) -> None:
+        """One checkpoint's scans of every partition: one transaction, one guarded UPDATE."""
         if not scans:
             return
         t0 = time.perf_counter()

@@ -1,19 +1,20 @@
 """build: a linted topology spec in, a quixstreams Application + StreamingDataFrame out; `run`
 starts it. The only module that knows quixstreams.
 
-Wiring (one StreamingDataFrame, no per-step branches):
+Wiring (one StreamingDataFrame, one callback per record, no branches):
   input topic (key and value as raw bytes: a garbage value reaches `validate`, never crashes the
   consumer's deserializer)
-  -> each operator step: `sdf.apply(..., metadata=True, stateful=<component>)`; stateful steps
-     share the dataframe's one state store, so each step's keys are prefixed "<step_id>:"
-     (PrefixedState); a Drop leaves the flow at once (`filter`), a Reject becomes a
-     DeadLetterRecord that later steps and sinks pass over
+  -> `HeadRoute`, one `sdf.update(..., metadata=True, stateful=<any step stateful>)`: runs the
+     steps before the first sink in order; stateful steps share the dataframe's one state store,
+     so each step's keys are prefixed "<step_id>:" (PrefixedState); a Drop ends the record there,
+     a Reject is produced to the dead-letter topic at once
   -> from the first sink step on, the rest of the chain (sinks and stateless steps) runs at
-     checkpoint flush on each partition's batch (`FlushTail`, one BatchingSink registered with the
-     app's SinkManager): sinks write the batch at once, batch-capable steps such as ETA inference
-     run once per batch, and the outputs are produced last, after the sinks succeeded
-  -> dead letters of the record-by-record steps go to the dead-letter topic as they happen; those
-     of the tail at flush, in the same transaction.
+     checkpoint flush on the checkpoint's records (`FlushTail`, one BatchingSink registered with
+     the app's SinkManager): sinks write them at once, batch-capable steps such as ETA inference
+     run once per checkpoint, and the outputs are produced last, after the sinks succeeded
+  -> a topology without sinks produces its outputs record by record.
+  Every record goes through the app's producer, so under exactly-once it is part of the
+  checkpoint's transaction.
 
 Publish-after-persist: the choice is exactly-once, and lint refuses a topology that has both sink
 steps and outputs under at-least-once. Under exactly-once quixstreams produces outputs, dead
@@ -58,7 +59,7 @@ from topologies.runtime import (
     jsonable,
     output_key,
 )
-from topologies.spec import OutputSpec, TopologySpec
+from topologies.spec import TopologySpec
 
 log = logging.getLogger("topologies")
 
@@ -140,31 +141,16 @@ def build(
 
     sdf = app.dataframe(input_topic)
     head, tail = split_at_first_sink(compiled.nodes)
-    for node in head:
-        sdf = sdf.apply(_step_callback(node), stateful=node.stateful, metadata=True)  # type: ignore[call-overload]
-        sdf = sdf.filter(_not_dropped)
-
-    final = sdf
-    if tail:
-        # Everything from the first sink on runs at checkpoint flush, on the batch (FlushTail).
-        flush_tail = FlushTail(spec.name, tail, compiled, app, output_topics, dlq_topic)
+    flush_tail = FlushTail(spec.name, tail, compiled, app, output_topics, dlq_topic) if tail else None
+    if flush_tail is not None:
         sdf.processing_context.sink_manager.register(flush_tail)
-        final.filter(_not_dead_letter).update(flush_tail.add_row, metadata=True)  # type: ignore[call-overload]
-        output_topics_rowwise: dict[str, Topic] = {}
-    else:
-        output_topics_rowwise = output_topics
-
-    # The one branch point. Outputs first: the first branch gets the original value, the second a
-    # pickled copy; dead letters are rare, so copy for them.
-    if output_topics_rowwise:
-        published = final.filter(_not_dead_letter).apply(jsonable)
-        for output in spec.outputs:
-            published.to_topic(output_topics_rowwise[output.topic], key=_key_of(output))
-    if dlq_topic is not None:
-        # Key: the input record's key (shipment_id, or null for a keyless record).
-        final.filter(_is_dead_letter).apply(_envelope).to_topic(dlq_topic)
-    else:
-        final.filter(_is_dead_letter).update(_no_dead_letter_topic(spec.name))
+    # One callback per record runs every head step and routes its result: no per-step filters and
+    # no branch (a quixstreams branch pickle-copies every value). Dead letters are produced at
+    # once, outputs at once (no sinks) or at checkpoint flush (FlushTail), all through the app's
+    # producer, i.e. inside the checkpoint's transaction under exactly-once.
+    route = HeadRoute(spec.name, head, compiled, app, output_topics, dlq_topic, flush_tail)
+    sdf = sdf.update(route.stateful if route.has_state else route.stateless, stateful=route.has_state,
+                     metadata=True)  # type: ignore[call-overload]
 
     return BuiltTopology(
         spec=spec,
@@ -212,7 +198,7 @@ def run(
             lag.stop()
 
 
-# --- The flush-time tail ------------------------------------------------------------------------
+# --- The record-by-record head -------------------------------------------------------------------
 
 
 def split_at_first_sink(nodes: list[Any]) -> tuple[list[OperatorNode], list[Any]]:
@@ -223,14 +209,75 @@ def split_at_first_sink(nodes: list[Any]) -> tuple[list[OperatorNode], list[Any]
     return list(nodes), []
 
 
+class HeadRoute:
+    """Runs the head steps on one record and sends the result where it belongs: a dead letter to
+    the dead-letter topic, a kept value to the flush-time tail or (no sinks) to the outputs."""
+
+    def __init__(self, topology: str, nodes: list[OperatorNode], compiled: CompiledTopology, app: Application,
+                 outputs: dict[str, Topic], dead_letter: Topic | None, tail: FlushTail | None) -> None:
+        self._topology = topology
+        self._nodes = nodes
+        self._compiled = compiled
+        self._app = app
+        self._outputs = [(o, outputs[o.topic].name) for o in compiled.outputs]
+        self._dead_letter = dead_letter.name if dead_letter is not None else None
+        self._tail = tail
+        self.has_state = any(n.stateful for n in nodes)
+
+    def stateful(self, value: Any, key: Any, timestamp: int, headers: Any, state: Any) -> None:
+        self._route(value, key, timestamp, headers, state)
+
+    def stateless(self, value: Any, key: Any, timestamp: int, headers: Any) -> None:
+        self._route(value, key, timestamp, headers, None)
+
+    def _route(self, value: Any, key: Any, timestamp: int, headers: Any, state: Any) -> None:
+        ctx = message_context()
+        meta = MessageMeta(topic=ctx.topic, partition=ctx.partition, offset=ctx.offset, key=key,
+                           timestamp_ms=timestamp, headers=headers)
+        for node in self._nodes:
+            value = node.run(value, meta, state)
+            if isinstance(value, Dropped):
+                return
+            if isinstance(value, DeadLetterRecord):
+                produce_dead_letter(self._app, self._topology, self._dead_letter, value, meta)
+                return
+        if self._tail is not None:
+            self._tail.add_row(value, meta)
+            return
+        if self._outputs:
+            body = jsonable(value)
+            producer = self._app._producer  # noqa: SLF001 - the checkpoint's (transactional) producer
+            for output, topic in self._outputs:
+                producer.produce(topic=topic, key=output_key(body, output, key), value=orjson.dumps(body))
+
+
+def produce_dead_letter(app: Application, topology: str, topic: str | None, record: DeadLetterRecord,
+                        meta: MessageMeta) -> None:
+    if topic is None:
+        # Lint requires a dead-letter topic for any topology with steps; reaching this is a bug.
+        raise RuntimeError(f"topology {topology!r}: step {record.step!r} rejected a record ({record.reason}) "
+                           f"but the topology has no dead_letter topic")
+    # Key: the input record's key (shipment_id, or null for a keyless record).
+    app._producer.produce(topic=topic, key=meta.key, value=orjson.dumps(record.envelope))  # noqa: SLF001
+
+
+# --- The flush-time tail ------------------------------------------------------------------------
+
+
 class FlushTail(BatchingSink):
-    """The steps from the first sink on, run at checkpoint flush on each partition's batch.
+    """The steps from the first sink on, run at checkpoint flush on the checkpoint's records.
 
     Why: the sinks write a checkpoint's batch at once anyway; steps after them (ETA inference,
-    normalisation) then see the batch too, so the model runs once per batch, not per row, and the
-    outputs are produced *after* the sinks' writes succeeded, inside the checkpoint's Kafka
+    normalisation) then see the batch too, so the model runs once per checkpoint, not per row,
+    and the outputs are produced *after* the sinks' writes succeeded, inside the checkpoint's Kafka
     transaction (exactly-once), which commits with the input offsets. A sink that raises
     backpressure aborts that transaction: no output of the batch is ever visible.
+
+    All partitions of a checkpoint go through in one pass: a sink with `write_records(values,
+    metas)` gets them in one call (one PostgreSQL statement per checkpoint, not per partition);
+    other BatchingSinks get one SinkBatch per partition. When the first node is a sink with
+    `begin(value, meta)`, each record's write starts as the record arrives (Cassandra inserts run
+    while the next records are processed) and `write_records` waits for them at flush.
     Stateful steps are not allowed here (lint: state must be updated record by record).
     """
 
@@ -247,6 +294,10 @@ class FlushTail(BatchingSink):
         self._app = app
         self._outputs = outputs
         self._dead_letter = dead_letter
+        self._values: list[Any] = []
+        self._metas: list[MessageMeta] = []
+        first = nodes[0] if nodes else None
+        self._begin = getattr(first.sink, "begin", None) if isinstance(first, SinkNode) else None
 
     def __repr__(self) -> str:
         return f"FlushTail({self._topology}: {' -> '.join(n.id for n in self._nodes)})"
@@ -256,42 +307,62 @@ class FlushTail(BatchingSink):
             if isinstance(node, SinkNode):
                 node.sink.setup()
 
-    def add_row(self, value: Any, key: Any, timestamp: int, headers: Any) -> None:
-        ctx = message_context()
-        self.add(value=value, key=key, timestamp=timestamp, headers=headers, topic=ctx.topic,
-                 partition=ctx.partition, offset=ctx.offset)
+    def add_row(self, value: Any, meta: MessageMeta) -> None:
+        self._values.append(value)
+        self._metas.append(meta)
+        if self._begin is not None:
+            self._begin(value, meta)
 
-    def write(self, batch: SinkBatch) -> None:
-        items = list(batch)
-        values = [i.value for i in items]
-        metas = [MessageMeta(topic=batch.topic, partition=batch.partition, offset=i.offset, key=i.key,
-                             timestamp_ms=i.timestamp, headers=i.headers) for i in items]
+    def write(self, batch: SinkBatch) -> None:  # pragma: no cover - flush() below replaces the per-batch path
+        raise RuntimeError("FlushTail is flushed whole, never per batch")
+
+    def on_paused(self) -> None:
+        """Backpressure elsewhere: this checkpoint is dropped and replayed."""
+        self._values, self._metas = [], []
+        for node in self._nodes:
+            if isinstance(node, SinkNode) and hasattr(node.sink, "abandon"):
+                node.sink.abandon()
+
+    def flush(self) -> None:
+        values, metas = self._values, self._metas
+        self._values, self._metas = [], []
+        try:
+            self._run(values, metas)
+        except BaseException:
+            for node in self._nodes:
+                if isinstance(node, SinkNode) and hasattr(node.sink, "abandon"):
+                    node.sink.abandon()
+            raise
+
+    def _run(self, values: list[Any], metas: list[MessageMeta]) -> None:
+        if not values:
+            return
         producer = self._app._producer  # noqa: SLF001 - the checkpoint's transactional producer
         persisted: list[MessageMeta] = []
         for node in self._nodes:
             if isinstance(node, SinkNode):
-                sub = SinkBatch(topic=batch.topic, partition=batch.partition)
-                for v, m in zip(values, metas, strict=True):
-                    sub.append(value=v, key=m.key, timestamp=m.timestamp_ms, headers=m.headers, offset=m.offset)
-                node.sink.write(sub)  # SinkBackpressureError propagates: pause, seek back, retry
+                write_records = getattr(node.sink, "write_records", None)
+                if write_records is not None:
+                    write_records(values, metas)  # SinkBackpressureError propagates: pause, seek back, retry
+                else:
+                    for sub in _per_partition(values, metas):
+                        node.sink.write(sub)
                 persisted = metas
                 continue
             results = node.run_batch(values, metas)
             kept_values, kept_metas = [], []
             for r, m in zip(results, metas, strict=True):
                 if isinstance(r, DeadLetterRecord):
-                    if self._dead_letter is None:
-                        raise RuntimeError(f"topology {self._topology!r}: reject without a dead-letter topic")
-                    producer.produce(topic=self._dead_letter.name, key=m.key, value=orjson.dumps(r.envelope))
+                    produce_dead_letter(self._app, self._topology,
+                                        self._dead_letter.name if self._dead_letter else None, r, m)
                 elif not isinstance(r, Dropped):
                     kept_values.append(r)
                     kept_metas.append(m)
             values, metas = kept_values, kept_metas
         metrics = self._compiled.resources.metrics
-        if metrics is not None:
+        if metrics is not None and persisted:
             now_ms = time.time() * 1000
-            for m in persisted:
-                metrics.persisted((now_ms - m.timestamp_ms) / 1000)
+            metrics.persisted_many([(now_ms - m.timestamp_ms) / 1000 for m in persisted])
         bodies = [jsonable(v) for v in values]
         for output in self._compiled.outputs:
             topic = self._outputs[output.topic].name
@@ -299,69 +370,11 @@ class FlushTail(BatchingSink):
                 producer.produce(topic=topic, key=output_key(body, output, m.key), value=orjson.dumps(body))
 
 
-# --- Callbacks ----------------------------------------------------------------------------------
-
-
-def _meta(key: Any, timestamp: int, headers: Any) -> MessageMeta:
-    ctx = message_context()
-    return MessageMeta(
-        topic=ctx.topic,
-        partition=ctx.partition,
-        offset=ctx.offset,
-        key=key,
-        timestamp_ms=timestamp,
-        headers=headers,
-    )
-
-
-def _step_callback(node: OperatorNode) -> Any:
-    if node.stateful:
-
-        def stateful(value: Any, key: Any, timestamp: int, headers: Any, state: Any) -> Any:
-            return node.run(value, _meta(key, timestamp, headers), state)
-
-        stateful.__name__ = f"step_{node.id}"
-        return stateful
-
-    def stateless(value: Any, key: Any, timestamp: int, headers: Any) -> Any:
-        return node.run(value, _meta(key, timestamp, headers), None)
-
-    stateless.__name__ = f"step_{node.id}"
-    return stateless
-
-
-def _not_dropped(value: Any) -> bool:
-    return not isinstance(value, Dropped)
-
-
-def _not_dead_letter(value: Any) -> bool:
-    return not isinstance(value, DeadLetterRecord)
-
-
-def _is_dead_letter(value: Any) -> bool:
-    return isinstance(value, DeadLetterRecord)
-
-
-def _envelope(value: DeadLetterRecord) -> dict[str, Any]:
-    return value.envelope
-
-
-def _key_of(output: OutputSpec) -> Any:
-    if output.key is None:
-        return None
-
-    def key(value: Any) -> Any:
-        return output_key(value, output, None)
-
-    return key
-
-
-def _no_dead_letter_topic(topology: str) -> Any:
-    def fail(value: DeadLetterRecord) -> None:
-        # Lint requires a dead-letter topic for any topology with steps; reaching this is a bug.
-        raise RuntimeError(
-            f"topology {topology!r}: step {value.step!r} rejected a record ({value.reason}) "
-            f"but the topology has no dead_letter topic"
-        )
-
-    return fail
+def _per_partition(values: list[Any], metas: list[MessageMeta]) -> list[SinkBatch]:
+    batches: dict[tuple[str, int], SinkBatch] = {}
+    for v, m in zip(values, metas, strict=True):
+        b = batches.get((m.topic, m.partition))
+        if b is None:
+            b = batches[(m.topic, m.partition)] = SinkBatch(topic=m.topic, partition=m.partition)
+        b.append(value=v, key=m.key, timestamp=m.timestamp_ms, headers=m.headers, offset=m.offset)
+    return list(batches.values())

@@ -149,14 +149,15 @@ def tracking_events(settings: Settings, ids: Iterable[str]) -> dict[str, list[An
         cluster.shutdown()
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, proc: PipelineProcess | None = None) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, proc: PipelineProcess | None = None,
+             interval: float = 1.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None:
             proc.assert_alive()
         if condition():
             return
-        time.sleep(1.0)
+        time.sleep(interval)
     tail = ""
     if proc is not None:
         lines = [ln for ln in proc.log.read_text(errors="replace").splitlines()

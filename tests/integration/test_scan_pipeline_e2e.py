@@ -143,21 +143,22 @@ def test_simulated_day_end_to_end(stack: Settings, group: str, state_dir: Path, 
 
 def test_kill_9_mid_run_loses_nothing_and_stores_nothing_twice(
         stack: Settings, group: str, state_dir: Path, tmp_path: Path) -> None:
-    day = plan_day(300, seed=23, duplicate_share=0.02, invalid_transition_share=0.02, malformed_share=0.02,
+    day = plan_day(1000, seed=23, duplicate_share=0.02, invalid_transition_share=0.02, malformed_share=0.02,
                    failed_attempt_share=0.2, return_share=0.05)
     marks = {t: high_watermarks(stack, t) for t in ("scan-events", "notifications", "scan-events-dlq")}
     log = tmp_path / "pipeline.log"
+    # The whole day waits on scan-events first, so the kill lands part-way through its drain
+    # however fast the job is.
+    run_day(stack, day, progress=False)
+    ids = list(day.expected)
     job = PipelineProcess(group, state_dir, log).start()
     try:
-        run_day(stack, day, progress=False)
-        ids = list(day.expected)
-
         def some_progress() -> bool:
             rows = shipment_rows(stack, ids)
             moved = sum(r["status"] != "LABEL_CREATED" for r in rows.values())
-            return 0 < moved < len(ids) * 0.9 or moved == len(ids)
+            return 0 < moved < len(ids) * 0.7 or moved == len(ids)
 
-        wait_for(some_progress, 180, "the job to be part-way through the day", job)
+        wait_for(some_progress, 180, "the job to be part-way through the day", job, interval=0.2)
         moved_before = sum(r["status"] != "LABEL_CREATED" for r in shipment_rows(stack, ids).values())
         job.kill9()  # no shutdown hook, no final commit
         job = PipelineProcess(group, state_dir, log).start()

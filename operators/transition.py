@@ -1,9 +1,12 @@
 """transition: a validated `ScanEvent` in, an `AcceptedScan` (or Drop/Reject) out; stateful per
 shipment_id (the Kafka key), enforcing DESIGN.md section 5 before anything is written.
 
-State (per shipment, keys namespaced by the step id through the engine's PrefixedState):
-  "shipment" -> ShipmentState as JSON (status, attempt_count, last_event_at, shipment facts)
-  "seen"     -> the last `remember_event_ids` accepted event ids (duplicate detection)
+State (per shipment, one key namespaced by the step id through the engine's PrefixedState, so a
+scan costs one state read and one write):
+  "shipment.v2" -> {"shipment": ShipmentState as JSON (status, attempt_count, last_event_at,
+                    shipment facts), "seen": the last `remember_event_ids` accepted event ids}
+A layout change gets a new key name: state under an old name is simply missing, and missing state
+is rebuilt from the system of record, never guessed.
 
 Ordering: the order of arrival on the shipment's partition is the order of the state machine.
 Device clocks are not trusted to reorder scans; a scan older than the shipment's last event is
@@ -63,8 +66,7 @@ DUPLICATE = "duplicate_event"
 # same return shipment, so replays upsert instead of creating a second return.
 RETURN_NAMESPACE = uuid.UUID("6f1c2a4e-3b8d-5e7f-9a10-2c4b6d8e0f13")
 
-STATE_SHIPMENT = "shipment"
-STATE_SEEN = "seen"
+STATE_KEY = "shipment.v2"
 _HUB_SCANS = frozenset({EventType.ARRIVAL, EventType.DEPARTURE})
 
 
@@ -179,11 +181,12 @@ def apply_scan(
     """Apply one scan to one shipment's state. Writes state only when it accepts (or caches a
     rebuilt state); a Reject or Drop leaves the shipment as it was."""
     event_id = str(event.event_id)
-    seen: list[str] = list(state.get(STATE_SEEN) or [])
+    entry = state.get(STATE_KEY)
+    seen: list[str] = list(entry["seen"]) if entry else []
     if event_id in seen:
         return _duplicate(step_id, metrics)
 
-    doc = state.get(STATE_SHIPMENT)
+    doc = entry["shipment"] if entry else None
     current: ShipmentState | None
     rebuilt = False
     if doc is not None:
@@ -336,8 +339,7 @@ def _return_for(
 
 
 def _save(state: StateLike, shipment: ShipmentState, seen: list[str]) -> None:
-    state.set(STATE_SHIPMENT, shipment.model_dump(mode="json"))
-    state.set(STATE_SEEN, seen)
+    state.set(STATE_KEY, {"shipment": shipment.model_dump(mode="json"), "seen": seen})
 
 
 def _remember(seen: list[str], new_ids: list[str], limit: int) -> list[str]:

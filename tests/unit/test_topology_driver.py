@@ -147,7 +147,7 @@ def test_a_whole_life_is_persisted_enriched_and_published(
     assert all(isinstance(v, AcceptedScan) for v in events + rows)
     assert all(v.eta is None for v in events) and all(v.eta is not None for v in rows)
     assert driver.dead_letters == []
-    assert set(driver.state(sid)) == {"transition:shipment", "transition:seen"}
+    assert set(driver.state(sid)) == {"transition:shipment.v2"}
 
 
 def test_bad_input_is_dead_lettered_and_valid_scans_around_it_flow_on(

@@ -139,7 +139,7 @@ class Harness:
 
     @property
     def status(self) -> str:
-        return self.raw.data["transition:shipment"]["status"]
+        return self.raw.data["transition:shipment.v2"]["shipment"]["status"]
 
 
 def any_event_for(event_type: str, **kw: Any) -> ScanEvent:
@@ -183,7 +183,7 @@ def test_every_status_by_every_event_type(current: str, event_type: str) -> None
         assert out.detail["current"] == current
         assert out.detail["requested"] == requested
         # Nothing moved: the cached state (if any) equals the directory's row.
-        assert h.raw.data.get("transition:shipment", {}).get("status", current) == current
+        assert h.raw.data.get("transition:shipment.v2", {}).get("shipment", {}).get("status", current) == current
 
 
 @pytest.mark.parametrize(("current", "event_type"), TABLE, ids=[f"{s}-{e}" for s, e in TABLE])
@@ -192,7 +192,7 @@ def test_table_holds_with_stream_state_too(current: str, event_type: str) -> Non
     h = Harness()
     h.put(Status(current))
     h.apply(event("EXCEPTION", reason="weather_delay"))  # any scan, just to load state
-    h.raw.data["transition:shipment"]["status"] = current
+    h.raw.data["transition:shipment.v2"]["shipment"]["status"] = current
     h.directory = InMemoryShipments()  # the directory must not be asked again
     out = h.apply(any_event_for(event_type))
     requested = TARGET[event_type]
@@ -313,8 +313,8 @@ def test_seen_ids_are_bounded_per_shipment() -> None:
     h.accept(first)
     h.accept(event("DEPARTURE"))
     h.accept(event("ARRIVAL"))
-    assert len(h.raw.data["transition:seen"]) == 2
-    assert str(first.event_id) not in h.raw.data["transition:seen"]
+    assert len(h.raw.data["transition:shipment.v2"]["seen"]) == 2
+    assert str(first.event_id) not in h.raw.data["transition:shipment.v2"]["seen"]
     # Forgotten: judged by the state machine again (IN_TRANSIT -> IN_TRANSIT is allowed).
     assert isinstance(h.apply(first), Emit)
 
@@ -324,7 +324,7 @@ def test_duplicates_survive_a_rebuild_when_the_directory_lists_recent_event_ids(
     h = Harness(snapshots=[snapshot(S.IN_TRANSIT, recent_event_ids=(seen,))])
     assert h.apply(event("ARRIVAL", event_id=seen)) == Drop("duplicate_event")
     assert h.status == "IN_TRANSIT"  # the rebuilt state was cached
-    assert str(seen) in h.raw.data["transition:seen"]
+    assert str(seen) in h.raw.data["transition:shipment.v2"]["seen"]
 
 
 # --- attempts and return to sender ---------------------------------------------------------------
@@ -518,7 +518,7 @@ def test_an_invalid_scan_after_a_rebuild_caches_the_state_without_changing_it() 
     out = h.apply(event("OUT_FOR_DELIVERY"))
     assert isinstance(out, Reject) and out.reason == "invalid_transition"
     assert h.status == "DELIVERED"
-    assert h.raw.data["transition:seen"] == []
+    assert h.raw.data["transition:shipment.v2"]["seen"] == []
 
 
 def test_unknown_shipment_is_rejected_never_guessed() -> None:
@@ -572,7 +572,7 @@ def test_the_step_keeps_its_state_under_its_own_prefix() -> None:
     meta = MessageMeta("scan-events", 0, 0, str(SHIPMENT).encode(), 0)
     out = step(event("LABEL_CREATED"), StepContext(meta, PrefixedState(raw, "track")))
     assert isinstance(out, Emit)
-    assert set(raw.data) == {"track:shipment", "track:seen"}
+    assert set(raw.data) == {"track:shipment.v2"}
 
 
 def test_the_factory_needs_the_secret_and_the_directory() -> None:

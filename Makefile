@@ -7,7 +7,7 @@ PARCEL := $(BIN)/python cli.py
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap venv up down status migrate seed run test test-unit test-integration lint bench bench-eta bench-routing clean
+.PHONY: help bootstrap venv up down status migrate seed run test test-unit test-integration lint bench bench-eta bench-routing bench-lastmile web clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -23,7 +23,13 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## create the virtualenv with the pinned dependencies
 
-up: bootstrap venv ## start Kafka, Cassandra, PostgreSQL, Redis (idempotent), migrate, seed
+api/web/node_modules/.installed: api/web/package.json api/web/package-lock.json
+	@cd api/web && npm ci --no-audit --no-fund --silent
+	@touch $@
+
+web: api/web/node_modules/.installed ## the tracking page's map library (Leaflet, US outline) from npm, exact versions
+
+up: bootstrap venv web ## start Kafka, Cassandra, PostgreSQL, Redis (idempotent), migrate, seed
 	@$(PARCEL) up
 
 down: ## stop the local stack (data kept in .stack/)
@@ -69,6 +75,13 @@ bench-routing: venv ## route optimizer engines on TSPLIB, Solomon, Dumas and a 1
 	    --solver lkh --solver pyvrp --solver ortools=5 --solver vroom=5 > artifacts/routing/$$set.jsonl && \
 	  $(BIN)/python -m routing.cli report artifacts/routing/$$set.jsonl; done
 	@$(BIN)/python -m routing.cli bench-day --seed 7 --json
+
+bench-lastmile: up ## GPS heartbeats/s into Redis GEO vs one GEOADD per request; SSE fan-out p99 (docs/bench/lastmile.md)
+	@nice -n 10 $(BIN)/python -m bench.lastmile --write
+
+.PHONY: bench-notifier
+bench-notifier: up ## notifier decisions/s and p99 from `notifications` to the provider's receipt (docs/bench/notifier.md)
+	@nice -n 10 $(BIN)/python -m bench.notifier
 
 clean: down ## stop the stack and delete its data, logs and jars
 	@test -x $(BIN)/python && $(BIN)/python -c "from config.settings import get_settings; from stack.servers import pg_home; print(pg_home(get_settings()))" | grep '^/var/lib/parcel-stack/' | xargs -r rm -rf || true

@@ -113,6 +113,25 @@ class MetricsSettings(BaseModel):
     port: int = Field(default=9108, ge=0, lt=65536)  # 0 disables the /metrics server
 
 
+class ApiSettings(BaseModel):
+    """The HTTP API and tracking page (api/), and the driver-location job's Redis keys."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, gt=0, lt=65536)
+    public_url: str = ""  # base of tracking-page links; default http://{host}:{port}
+    # Bearer tokens; in production set them from a secret store: PARCEL_API__DRIVER_KEYS='["..."]'
+    driver_keys: list[str] = Field(default_factory=lambda: ["dev-driver-key"])
+    operations_keys: list[str] = Field(default_factory=lambda: ["dev-operations-key"])
+    public_rate_limit: str = "120/minute"  # slowapi syntax, per client address, on public routes
+    rate_limit_storage: str = "memory://"  # per process; redis://127.0.0.1:6379/1 shares it across processes
+    tile_url: str = ""  # e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png; empty: offline outline only
+    tile_attribution: str = ""
+    driver_ttl_s: int = Field(default=120, ge=1)  # driver:{id}:location expires when heartbeats stop
+    fleet_ttl_s: int = Field(default=2 * 86400, ge=60)  # fleet:{date} lives a day past its date
+    heartbeat_interval_s: float = Field(default=30.0, gt=0)
+    live_channel_prefix: str = "live:driver:"  # Redis pub/sub channel per driver (SSE driver moves)
+
+
 class StackSettings(BaseModel):
     """Where `parcel up` keeps server data, logs and downloaded jars (ignored by git)."""
 
@@ -135,6 +154,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     # Extra sections owned by other parts (eta, notifier, routing) are plain dicts here and
     # validated by their own models where they are used.
     eta: dict[str, Any] = Field(default_factory=dict)

@@ -96,6 +96,7 @@ def build(
         "processing_guarantee": spec.app.processing_guarantee,
         "commit_interval": spec.app.commit_interval,
         "commit_every": spec.app.commit_every,
+        "consumer_poll_timeout": spec.app.poll_timeout,
         "auto_offset_reset": spec.app.auto_offset_reset,
         "state_dir": str(state_dir or settings.stack.dir / "state" / spec.name),
         # Never read another job's aborted or open transaction (librdkafka's default, made explicit).

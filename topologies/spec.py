@@ -28,6 +28,9 @@ class AppSpec(_Strict):
     processing_guarantee: Literal["exactly-once", "at-least-once"] = "exactly-once"
     commit_interval: float = Field(default=1.0, ge=0)  # seconds; 0 commits after every record
     commit_every: int = Field(default=0, ge=0)  # records; 0 = by interval only
+    # Longest wait for the next record. A checkpoint is only committed between polls, so with a
+    # quiet input this bounds how late the last records' checkpoint comes (quixstreams' default: 1 s).
+    poll_timeout: float = Field(default=0.1, gt=0, le=5.0)
     auto_offset_reset: Literal["earliest", "latest", "error"] = "earliest"
     # Failure detection of a process that died (kill -9, lost host): its partitions move after this.
     session_timeout_ms: int = Field(default=10_000, ge=6_000, le=300_000)

@@ -78,7 +78,7 @@ def run_day(seed: int = 7, n_stops: int = 150, short: float = 5.0, long: float =
     for budget in FIRST_PLAN_BUDGETS:
         p, wall = at(budget)
         if sum(1 for r in p.routes for _ in r.stops) >= served_best:
-            first = {"budget_s": budget, "wall_s": round(wall, 3), "objective": p.objective}
+            first = {"budget_s": budget, "wall_s": round(wall, 3), "objective": p.objective, "engine": p.engine}
             break
     quick, quick_s = at(short)
     served_quick = sum(1 for r in quick.routes for _ in r.stops)
@@ -86,6 +86,7 @@ def run_day(seed: int = 7, n_stops: int = 150, short: float = 5.0, long: float =
         "seed": seed,
         "stops": n_stops,
         "engine": best.engine,
+        f"engine_{short:g}s": quick.engine,
         "first_complete_plan": first,
         f"objective_{short:g}s": quick.objective,
         f"objective_{long:g}s": best.objective,

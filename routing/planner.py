@@ -34,6 +34,8 @@ from routing.problem import UNREACHABLE, Job, Problem, Vehicle, evaluate, evalua
 # Objective units: travel seconds x COST_SCALE, so that a lateness penalty given per minute stays an
 # integer per second (penalty_per_minute * COST_SCALE / 60).
 COST_SCALE = 600
+# Below this budget LKH-3 has no time for a windowed tour (it needs ~0.5 s of CPU on 150 stops): PyVRP.
+HYBRID_MIN_BUDGET_S = 2.0
 
 
 @dataclass
@@ -48,11 +50,13 @@ class _Driver:
     visited_times: list[tuple[int, int, int]]  # (arrival, service start, departure) per visited stop
 
 
-def choose_engine(problem: Problem) -> str:
+def choose_engine(problem: Problem, time_limit_s: float = 5.0) -> str:
     """The engine for a problem kind, from the measurements in docs/bench/routing.md.
 
     Pure tours: LKH-3 (optimal on every TSPLIB instance up to 1,000 nodes within 10 s; PyVRP 1-2% off).
     Soft windows: OR-Tools, the only engine here that prices lateness instead of relaxing it.
+    One driver's windowed day from the depot, with a budget of HYBRID_MIN_BUDGET_S or more: LKH-3 then
+    PyVRP (engines/hybrid_engine.py; complete plans where PyVRP alone left stops out, docs/bench/routing.md).
     Everything else (windows, several drivers, capacities, optional stops, several windows per stop):
     PyVRP, best on Solomon VRPTW and feasible on every Dumas TSPTW instance.
     """
@@ -60,6 +64,9 @@ def choose_engine(problem: Problem) -> str:
         return "lkh"
     if problem.has_soft_windows:
         return "ortools"
+    if (time_limit_s >= HYBRID_MIN_BUDGET_S and any(j.windows for j in problem.jobs)
+            and get_engine("hybrid").supports(problem) is None):
+        return "hybrid"
     return "pyvrp"
 
 
@@ -156,7 +163,7 @@ def plan(request: PlanRequest, matrix: TravelMatrix | None = None) -> Plan:
     engine_name = request.engine or "none"
     if candidates:
         sub = Problem("plan", problem.distance, duration, [jobs[j] for j in candidates], vehicles)
-        engine_name = request.engine or choose_engine(_as_required_if_tour(sub))
+        engine_name = request.engine or choose_engine(_as_required_if_tour(sub), request.time_limit_s)
         eng = get_engine(engine_name)
         solve_on = _as_required_if_tour(sub) if engine_name == "lkh" else sub
         if (limitation := eng.supports(solve_on)) is not None and request.engine:

@@ -8,6 +8,7 @@ through a temporary file, which LKH reads with its own file parser, in a child p
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,26 @@ from routing.engines import EngineResult, engine
 from routing.problem import UNREACHABLE, Problem, evaluate
 
 BIG = 10_000_000  # LKH wants finite integer costs; unreachable arcs get this
+# Wall-clock guard: a run still going this long after its budget is killed (no tour).
+WALL_GRACE_S = 2.0
+# The least share of a core assumed when scaling LKH's CPU-time limit to a wall-clock budget.
+MIN_CPU_SHARE = 0.5
+
+
+def cpu_share() -> float:
+    """The share of one core a new single-threaded process can expect now: cores / 1-minute load average,
+    between MIN_CPU_SHARE and 1. Crude on purpose: the load average counts niced and waiting processes
+    too, so a lower floor left LKH idle for most of its wall budget on this shared machine.
+    Env PARCEL_LKH_CPU_SHARE overrides it (e.g. 1 to give LKH its whole budget as CPU time, as before)."""
+    forced = os.environ.get("PARCEL_LKH_CPU_SHARE")
+    if forced:
+        return min(1.0, max(0.01, float(forced)))
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return 1.0
+    cores = os.cpu_count() or 1
+    return max(MIN_CPU_SHARE, min(1.0, cores / max(cores, load)))
 
 
 def _matrix_lines(m: np.ndarray) -> str:
@@ -43,7 +64,9 @@ class LKHEngine:
             return "windowed problems need cost == travel time"
         return None
 
-    def solve(self, problem: Problem, time_limit: float, seed: int = 0) -> EngineResult:
+    def solve(self, problem: Problem, time_limit: float, seed: int = 0,
+              initial: list[int] | None = None) -> EngineResult:
+        """`initial`: a tour (job indices, single vehicle) LKH starts every run from (INITIAL_TOUR_FILE)."""
         if (why := self.supports(problem)) is not None:
             raise ValueError(f"lkh cannot model this problem: needs {why}")
         if len(problem.jobs) < 3:
@@ -99,21 +122,36 @@ class LKHEngine:
             path = Path(tmp) / "problem.lkh"
             path.write_text("\n".join(lines) + "\n")
             # LKH's limits count the CPU time of its own process (clock()); on a loaded machine the wall
-            # time is longer, which the benchmark's wall-clock guard then reports.
-            left = max(0.1, time_limit - (time.perf_counter() - t0) - 0.15)
+            # time is longer. The budget is wall time, so the CPU limit is scaled by the share of a core
+            # this process can expect (cpu_share), and a wall-clock guard below stops a run that still
+            # overshoots.
+            wall_left = max(0.1, time_limit - (time.perf_counter() - t0) - 0.15)
+            left = max(0.1, wall_left * cpu_share())
             params += [f"PROBLEM_FILE = {path}", f"TOTAL_TIME_LIMIT = {left:.2f}", f"TIME_LIMIT = {left:.2f}"]
+            if initial is not None and len(initial) == n - 1 and len(problem.vehicles) == 1:
+                init = Path(tmp) / "initial.tour"
+                nodes_1 = [1] + [j + 2 for j in initial]
+                init.write_text("TOUR_SECTION\n" + "\n".join(map(str, nodes_1)) + "\n-1\nEOF\n")
+                params += [f"INITIAL_TOUR_FILE = {init}"]
             par = Path(tmp) / "params.par"
             par.write_text("\n".join(params) + "\n")
-            proc = subprocess.run(
-                [sys.executable, "-m", "routing.engines.lkh_worker", str(par)],
-                capture_output=True,
-                text=True,
-                timeout=left + 60,
-            )
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "routing.engines.lkh_worker", str(par)],
+                    capture_output=True,
+                    text=True,
+                    timeout=wall_left + WALL_GRACE_S,
+                )
+            except subprocess.TimeoutExpired:
+                # subprocess.run kills the child on timeout: no tour within the wall-clock budget.
+                return EngineResult([[] for _ in problem.vehicles], None, {"kind": kind, "tour": "wall-clock guard"})
             if proc.returncode != 0:
                 raise RuntimeError(f"LKH exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")
             # LKH may print its own lines; the tour is the last one.
             tour = [int(x) - 1 for x in json.loads(proc.stdout.strip().splitlines()[-1])]
+        if not tour:
+            # A windowed run stopped by its time limit before any tour without penalty: no answer.
+            return EngineResult([[] for _ in problem.vehicles], None, {"kind": kind, "tour": "none in time"})
         routes = self._split(tour, n, len(problem.vehicles))
         # A symmetric tour comes back in either direction; windows care which.
         options = [routes, [r[::-1] for r in routes]]

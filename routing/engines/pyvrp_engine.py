@@ -104,6 +104,35 @@ def build(problem: Problem) -> tuple[ProblemData, list[int], list[list[int]]]:
     return data, client_job, list(types.values())
 
 
+def _initial_solution(problem: Problem, data: ProblemData, client_job: list[int], type_vehicles: list[list[int]],
+                      routes: list[list[int]]) -> pyvrp.Solution:
+    """Our job sequences as a PyVRP Solution: each job's client copy is the one whose window holds the
+    service start (a stop with several windows is a group of copies, one per window)."""
+    from routing.problem import evaluate_route
+
+    copies: dict[int, list[int]] = {}
+    for c, j in enumerate(client_job):
+        copies.setdefault(j, []).append(c)
+    vehicle_type = {v: t for t, vs in enumerate(type_vehicles) for v in vs}
+    clients = data.clients()
+    out = []
+    for v, route in enumerate(routes):
+        if not route:
+            continue
+        visits = []
+        for stop in evaluate_route(problem, v, route).stops:
+            options = copies[stop.job]
+            pick = options[0]
+            for c in options:
+                cl = clients[c]
+                if cl.tw_early <= stop.start <= cl.tw_late:
+                    pick = c
+                    break
+            visits.append(pyvrp.Activity(pyvrp.ActivityType.CLIENT, pick))
+        out.append(pyvrp.Route(data, visits, vehicle_type[v]))
+    return pyvrp.Solution(data, out)
+
+
 @engine("pyvrp")
 class PyVRPEngine:
     name = "pyvrp"
@@ -113,9 +142,13 @@ class PyVRPEngine:
             return "soft windows are relaxed, not penalised"
         return None
 
-    def solve(self, problem: Problem, time_limit: float, seed: int = 0) -> EngineResult:
+    def solve(self, problem: Problem, time_limit: float, seed: int = 0,
+              initial: list[list[int]] | None = None) -> EngineResult:
+        """`initial`: job sequences per vehicle to start the search from (a warm start, e.g. an LKH tour);
+        PyVRP keeps it as its best until it finds better."""
         t0 = time.perf_counter()
         data, client_job, type_vehicles = build(problem)
+        start = _initial_solution(problem, data, client_job, type_vehicles, initial) if initial else None
         patience = max(NO_IMPROVEMENT_MIN, NO_IMPROVEMENT_PER_JOB * len(problem.jobs))
         remaining = max(0.05, time_limit - (time.perf_counter() - t0))
         stop = MultipleCriteria([MaxRuntime(remaining), NoImprovement(patience)])
@@ -124,7 +157,8 @@ class PyVRPEngine:
             # An over-full request has no feasible answer with every stop; the planner handles an infeasible
             # best-so-far, so PyVRP's "penalty at its bound" warning is noise here.
             warnings.simplefilter("ignore", PenaltyBoundWarning)
-            res = pyvrp.solve(data, stop=stop, seed=seed, collect_stats=True, display=False)
+            res = pyvrp.solve(data, stop=stop, seed=seed, collect_stats=True, display=False,
+                              initial_solution=start)
         first = None
         elapsed = 0.0
         for rt, datum in zip(res.stats.runtimes, res.stats.data, strict=False):

@@ -81,3 +81,42 @@ def test_lkh_refuses_what_it_cannot_model() -> None:
     assert get_engine("lkh").supports(p) is not None
     with pytest.raises(ValueError, match="lkh cannot model"):
         get_engine("lkh").solve(p, 0.2)
+
+
+def multi_window_day() -> Problem:
+    """Depot at 0, stops at 10..60 on a line; stop 60 has a morning window it cannot reach and an
+    afternoon one, stop 10 a single early window. Optimum: out and back, 60 served last in the afternoon."""
+    pos = np.array([0, 10, 20, 30, 40, 50, 60])
+    d = np.abs(pos[:, None] - pos[None, :]).astype(np.int64)
+    jobs = [Job(1, windows=((0, 15),))] + [Job(i) for i in range(2, 6)]
+    jobs.append(Job(6, windows=((0, 20), (100, 130))))
+    return Problem("multi", d, d, jobs, [Vehicle(0, 0, 0, 400)])
+
+
+def test_hybrid_handles_a_stop_with_two_windows_and_keeps_the_optimum() -> None:
+    p = multi_window_day()
+    res = get_engine("hybrid").solve(p, 1.0)
+    ev = evaluate(p, res.routes)
+    assert ev.feasible and ev.cost == 120 and res.routes[0][0] == 0  # stop 10 first, in its early window
+    assert next(s for s in ev.routes[0].stops if s.job == 5).start >= 100  # the afternoon window
+
+
+def test_hybrid_gives_the_tight_window_tour() -> None:
+    p = line_tsptw()
+    res = get_engine("hybrid").solve(p, 1.0)
+    assert evaluate(p, res.routes).feasible and res.routes[0] == [2, 0, 1]
+
+
+def test_hybrid_refuses_several_drivers() -> None:
+    assert get_engine("hybrid").supports(two_truck_vrp()) is not None
+
+
+def test_cheapest_insertion_keeps_windows_and_reports_what_does_not_fit() -> None:
+    from routing.engines.hybrid_engine import insert_cheapest
+
+    p = multi_window_day()
+    tour, missing = insert_cheapest(p, [0, 1, 2, 3, 4], [5])
+    assert missing == [] and sorted(tour) == [0, 1, 2, 3, 4, 5] and evaluate(p, [tour]).cost == 120
+    p.jobs[5] = Job(6, windows=((0, 20), (30, 40)))  # unreachable in time from any position
+    tour, missing = insert_cheapest(p, [0, 1, 2, 3, 4], [5])
+    assert tour == [0, 1, 2, 3, 4] and missing == [5]

@@ -40,6 +40,8 @@ class EtaRequest:
     carrier: str = "parcel"
     extra: dict[str, float] = field(default_factory=dict)  # optional online features (weather, ...)
     promised_at: datetime | None = None  # delivery date promised at purchase (seller/carrier commitment)
+    pickup_due_at: datetime | None = None  # deadline for the origin to hand the parcel to the carrier
+    weight_kg: float | None = None       # declared parcel weight
 
 
 @dataclass(frozen=True, slots=True)

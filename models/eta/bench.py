@@ -28,7 +28,9 @@ ROWS = [
     ("coverage_p10_p90", "P10–P90 coverage", "{:.1%}"),
     ("fallback_share", "fallback share (rule answered)", "{:.2%}"),
     ("us_per_row", "batched inference, µs/row (whole estimate())", "{:.1f}"),
+    ("cpu_us_per_row", "… the same as CPU time of this process, µs/row", "{:.1f}"),
     ("core_us_per_row", "… of which features + booster, µs/row", "{:.1f}"),
+    ("booster_us_per_row", "… of which the booster call, µs/row", "{:.1f}"),
     ("n", "test orders", "{:d}"),
 ]
 
@@ -56,7 +58,9 @@ def targets(res: dict) -> list[tuple[str, bool, str]]:
          f"{res['model_at_handoff']['coverage_p10_p90']:.1%}"),
         ("batched inference < 10 µs/row (features + booster)", m["core_us_per_row"] < 10,
          f"{m['core_us_per_row']:.1f}"),
-        ("batched inference < 10 µs/row (whole estimate())", m["us_per_row"] < 10, f"{m['us_per_row']:.1f}"),
+        ("batched inference < 10 µs/row (whole estimate(), wall)", m["us_per_row"] < 10, f"{m['us_per_row']:.1f}"),
+        ("batched inference < 10 µs/row (whole estimate(), CPU)", m["cpu_us_per_row"] < 10,
+         f"{m['cpu_us_per_row']:.1f}"),
     ]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -16,15 +17,36 @@ eta_app = typer.Typer(help="ETA model: train, evaluate, nightly retrain.", no_ar
 
 @eta_app.command("train")
 def train_cmd(
-    data_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="directory laid out like olist/"),
+    data_dir: Path | None = typer.Argument(None, exists=True, file_okay=False,
+                                           help="directory laid out like olist/ (omit with --from-stores)"),
     out: Path = typer.Option(Path("artifacts/eta"), "--out", help="artifact root; a versioned dir is made in it"),
     promote: bool = typer.Option(False, "--promote", help="point OUT/current at the new version "
                                  "(done anyway when there is no current model)"),
+    from_stores: bool = typer.Option(False, "--from-stores", help="learn from the carrier's delivered shipments "
+                                     "(PostgreSQL) and their scans (Cassandra) instead of a dataset directory"),
+    since: datetime | None = typer.Option(None, "--since", help="--from-stores: labels created at or after (UTC)"),
+    until: datetime | None = typer.Option(None, "--until", help="--from-stores: labels created before (UTC)"),
+    tracking_prefix: str | None = typer.Option(None, "--tracking-prefix", help="--from-stores: only these shipments"),
     rounds: int = typer.Option(0, "--rounds", help="boosting rounds (0 = the recipe's)", hidden=True),
 ) -> None:
     """Fit on every delivered order and write a versioned artifact (model, features, window, metrics)."""
     from models.eta import train
 
+    if from_stores == (data_dir is not None):
+        raise typer.BadParameter("give either DATA_DIR or --from-stores")
+    if from_stores:
+        from config.settings import load_settings
+        from models.eta import stores
+
+        def utc(d: datetime | None) -> datetime | None:
+            return d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
+
+        path, report = stores.train_from_stores(load_settings(), out, _recipe(rounds),
+                                                promote=True if promote else None, since=utc(since),
+                                                until=utc(until), tracking_prefix=tracking_prefix)
+        typer.echo(json.dumps({"artifact": str(path), "current": str((out / "current").resolve()), "report": report}))
+        return
+    assert data_dir is not None
     path = train.train(data_dir, out, _recipe(rounds), promote=True if promote else None)
     typer.echo(json.dumps({"artifact": str(path), "current": str((out / "current").resolve())}))
 
@@ -54,19 +76,35 @@ def evaluate_cmd(
 
 @eta_app.command("retrain")
 def retrain_cmd(
-    data_dir: Path = typer.Argument(..., exists=True, file_okay=False),
+    data_dir: Path | None = typer.Argument(None, exists=True, file_okay=False,
+                                           help="directory laid out like olist/ (omit with --from-stores)"),
     out: Path = typer.Option(Path("artifacts/eta"), "--out", help="artifact root holding `current`"),
-    holdout_days: float = typer.Option(28.0, "--holdout-days", help="recent window the challenger is judged on"),
+    holdout_days: float | None = typer.Option(None, "--holdout-days", help="recent window the challenger is judged "
+                                              "on (default 28 for a dataset, 7 for --from-stores)"),
+    from_stores: bool = typer.Option(False, "--from-stores", help="the carrier's delivered shipments (PostgreSQL) "
+                                     "and their scans (Cassandra) instead of a dataset directory"),
+    tracking_prefix: str | None = typer.Option(None, "--tracking-prefix", help="--from-stores: only these shipments"),
     rounds: int = typer.Option(0, "--rounds", help="boosting rounds (0 = the recipe's)", hidden=True),
 ) -> None:
     """Nightly job: refit on everything delivered; promote only if it beats `current` on a recent window.
 
     Schedule (cron, 02:15 every night):
-    15 2 * * * cd /srv/parcel && nice -n 10 .venv/bin/python -m models.eta.cli retrain /data/olist
+    15 2 * * * cd /srv/parcel && nice -n 10 .venv/bin/python -m models.eta.cli retrain --from-stores
     """
     from models.eta import train
 
-    typer.echo(json.dumps(train.retrain(data_dir, out, holdout_days=holdout_days, recipe=_recipe(rounds))))
+    if from_stores == (data_dir is not None):
+        raise typer.BadParameter("give either DATA_DIR or --from-stores")
+    if from_stores:
+        from config.settings import load_settings
+        from models.eta import stores
+
+        report = stores.retrain_from_stores(load_settings(), out, _recipe(rounds),
+                                            holdout_days=holdout_days or 7.0, tracking_prefix=tracking_prefix)
+    else:
+        assert data_dir is not None
+        report = train.retrain(data_dir, out, holdout_days=holdout_days or 28.0, recipe=_recipe(rounds))
+    typer.echo(json.dumps(report))
 
 
 def _recipe(rounds: int):  # type: ignore[no-untyped-def]

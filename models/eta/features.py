@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime, timedelta, timezone
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,8 @@ FEATURES: dict[str, str] = {
     "route_median_days": "historical median label -> delivery of the carrier-route (region pair), shrunk",
     "route_on_time_rate": "historical share of the carrier-route pair delivered by the promised date",
     "promised_days": "days from the scan to the date promised at purchase (NaN if none)",
+    "pickup_due_days": "days from the scan to the origin's hand-over deadline (NaN if none; negative once past)",
+    "weight_kg": "declared parcel weight (NaN if unknown)",
     "volume_index": "new shipments in the last 7 days over the weekly mean of the 28 days before",
     "facility_throughput": "inbound scans per day at this facility over the last 7 days",
     "drift_7d": "mean log(actual / route median) of deliveries completed in the last 7 days",
@@ -78,6 +81,8 @@ class Frame:
     created_ts: np.ndarray
     leg_start_ts: np.ndarray
     promised_ts: np.ndarray
+    pickup_due_ts: np.ndarray
+    weight: np.ndarray
     event_code: np.ndarray
     status_code: np.ndarray
     service_code: np.ndarray
@@ -94,6 +99,7 @@ class Frame:
     remaining_stops: np.ndarray
     weather: np.ndarray
     attempt_count: np.ndarray
+    tz: np.ndarray  # tzinfo of each scan: the answers are given in the scan's own zone
 
     @property
     def local_day(self) -> np.ndarray:
@@ -125,31 +131,33 @@ def _read_row(r: EtaRequest) -> tuple:
     return (
         str(r.shipment_id), float(ev.timestamp()), ev.utcoffset().total_seconds(), created,
         created if math.isnan(hub) else hub,
-        ts(r.promised_at),
+        ts(r.promised_at), ts(r.pickup_due_at), _num(r.weight_kg),
         EVENT_CODES.get(str(getattr(r.event_type, "value", r.event_type)), -1),
         STATUS_CODES.get(str(getattr(r.status, "value", r.status)), -1),
         SERVICE_CODES.get(str(getattr(r.service_level, "value", r.service_level)), -1),
         str(r.carrier or ""), _zip(r.origin_zip), _zip(r.dest_zip), str(r.facility_id or ""),
         _num(r.origin_lat), _num(r.origin_lng), _num(r.dest_lat), _num(r.dest_lng),
         _num(r.facility_lat), _num(r.facility_lng), _num(r.remaining_stops),
-        _num((r.extra or {}).get("weather_severity")), float(r.attempt_count or 0),
+        _num((r.extra or {}).get("weather_severity")), float(r.attempt_count or 0), ev.tzinfo,
     )
 
 
-_BAD_ROW = ("", 0.0, 0.0, 0.0, 0.0, math.nan, -1, -1, -1, "", "", "", "",
-            *([math.nan] * 7), math.nan, 0.0)
+_BAD_ROW = ("", 0.0, 0.0, 0.0, 0.0, math.nan, math.nan, math.nan, -1, -1, -1, "", "", "", "",
+            *([math.nan] * 7), math.nan, 0.0, UTC)
 _COLS = ("shipment_id", "event_ts", "local_offset", "created_ts", "leg_start_ts", "promised_ts",
+         "pickup_due_ts", "weight",
          "event_code", "status_code", "service_code", "carrier", "origin_zip", "dest_zip", "facility_id",
          "origin_lat", "origin_lng", "dest_lat", "dest_lng", "facility_lat", "facility_lng",
-         "remaining_stops", "weather", "attempt_count")
-_OBJ = {"shipment_id", "carrier", "origin_zip", "dest_zip", "facility_id"}
+         "remaining_stops", "weather", "attempt_count", "tz")
+_OBJ = {"shipment_id", "carrier", "origin_zip", "dest_zip", "facility_id", "tz"}
 _INT = {"event_code", "status_code", "service_code"}
 
 
-def frame_from_requests(requests: Sequence[EtaRequest]) -> Frame:
-    """Never raises: rows that cannot be read come back with ok=False."""
+def frame_from_requests(requests: Sequence[EtaRequest], promised: bool = True) -> Frame:
+    """Never raises: rows that cannot be read come back with ok=False. `promised=False` leaves
+    `promised_ts` NaN (serving a model without `promised_days` skips a datetime per row)."""
     try:
-        return _fast_frame(requests)
+        return _fast_frame(requests, promised)
     except Exception:
         pass
     rows, ok = [], []
@@ -172,49 +180,83 @@ def frame_from_requests(requests: Sequence[EtaRequest]) -> Frame:
     return Frame(n=len(rows), ok=np.array(ok, dtype=bool), **kw)
 
 
-def _fast_frame(requests: Sequence[EtaRequest]) -> Frame:
-    """The batched path: one comprehension per column; any surprise drops to the tolerant path."""
-    ev = [r.event_at for r in requests]
-    # a naive event_at raises here (None.total_seconds) and the batch takes the tolerant path
-    offs = np.array([d.utcoffset().total_seconds() for d in ev], dtype=np.float64)  # type: ignore[union-attr]
-    event_ts = np.array([d.timestamp() for d in ev], dtype=np.float64)
-    created = [r.shipment_created_at for r in requests]
-    hubs = [r.last_hub_scan_at for r in requests]
-    prom = [r.promised_at for r in requests]
-    # A naive time would be read in the machine's zone by timestamp(): leave those to the slow path.
-    if any(d.tzinfo is None for d in created) or any(
-            h is not None and h.tzinfo is None for h in hubs) or any(p is not None and p.tzinfo is None for p in prom):
-        raise ValueError("naive datetime in batch")
-    created_ts = np.array([d.timestamp() for d in created], dtype=np.float64)
-    leg = np.array([h.timestamp() if h is not None else math.nan for h in hubs], dtype=np.float64)
-    leg = np.where(np.isnan(leg), created_ts, leg)
+_FIELDS = ("event_at", "shipment_created_at", "last_hub_scan_at", "promised_at", "pickup_due_at", "shipment_id",
+           "event_type", "status", "service_level", "carrier", "origin_zip", "dest_zip", "facility_id",
+           "origin_lat", "origin_lng", "dest_lat", "dest_lng", "facility_lat", "facility_lng", "remaining_stops",
+           "extra", "attempt_count", "weight_kg")
+_GET = attrgetter(*_FIELDS)
+_TZ = attrgetter("tzinfo")
+
+
+def _objects(items: Any, n: int) -> np.ndarray:
+    """1-d object array (np.array would try to look inside the items)."""
+    out = np.empty(n, dtype=object)
+    out[:] = list(items)
+    return out
+
+
+def _stamps(col: tuple, n: int) -> np.ndarray:
+    """Epoch seconds of zoned datetimes, NaN for None (C-level map when the column has no None)."""
+    nones = col.count(None)
+    if nones == n:
+        return np.full(n, math.nan)
+    if nones == 0:
+        return np.fromiter(map(datetime.timestamp, col), np.float64, n)
+    return np.array([d.timestamp() if d is not None else math.nan for d in col], dtype=np.float64)
+
+
+def _fast_frame(requests: Sequence[EtaRequest], promised: bool = True) -> Frame:
+    """The batched path: one C-level pass reads every field, then one vectorised step per column;
+    any surprise (a naive time, an unknown code) drops the batch to the tolerant path."""
     n = len(requests)
+    (ev, created, hubs, prom, due, sid, etype, status, level, carrier, ozip, dzip, fac, olat, olng, dlat, dlng,
+     flat, flng, stops, extra, attempts, weight) = zip(*map(_GET, requests)) if n else ((),) * len(_FIELDS)
+    # A naive time would be read in the machine's zone by timestamp(): leave those to the slow path.
+    # (A naive event_at also raises below: utcoffset() is None.)
+    if None in map(_TZ, created) or None in map(_TZ, filter(None, hubs)) or None in map(_TZ, filter(None, due)) \
+            or (promised and None in map(_TZ, filter(None, prom))):
+        raise ValueError("naive datetime in batch")
+    tzs = _objects(map(_TZ, ev), n)
+    zones = set(tzs.tolist())
+    if all(type(z) is timezone for z in zones):  # fixed offsets (not DST zones): one utcoffset per zone
+        offs = np.empty(n)
+        for z in zones:
+            offs[tzs == z] = z.utcoffset(None).total_seconds()
+    else:
+        offs = np.fromiter(map(timedelta.total_seconds, map(datetime.utcoffset, ev)), np.float64, n)
+    event_ts = np.fromiter(map(datetime.timestamp, ev), np.float64, n)
+    created_ts = np.fromiter(map(datetime.timestamp, created), np.float64, n)
+    leg = _stamps(hubs, n)
+    leg = np.where(np.isnan(leg), created_ts, leg)
     f = np.float64
     return Frame(
         n=n,
         ok=np.ones(n, dtype=bool),
-        shipment_id=np.array([str(r.shipment_id) for r in requests], dtype=object),
+        shipment_id=np.array(list(map(str, sid)), dtype=object),
         event_ts=event_ts,
         local_offset=offs,
         created_ts=created_ts,
         leg_start_ts=leg,
-        promised_ts=np.array([p.timestamp() if p is not None else math.nan for p in prom], dtype=f),
-        event_code=np.array([EVENT_CODES[r.event_type] for r in requests], dtype=np.int16),
-        status_code=np.array([STATUS_CODES[r.status] for r in requests], dtype=np.int16),
-        service_code=np.array([SERVICE_CODES[r.service_level] for r in requests], dtype=np.int16),
-        carrier=np.array([r.carrier or "" for r in requests], dtype=object),
-        origin_zip=np.array([(r.origin_zip or "")[:5] for r in requests], dtype=object),
-        dest_zip=np.array([(r.dest_zip or "")[:5] for r in requests], dtype=object),
-        facility_id=np.array([r.facility_id or "" for r in requests], dtype=object),
-        origin_lat=np.array([r.origin_lat for r in requests], dtype=f),  # None -> nan
-        origin_lng=np.array([r.origin_lng for r in requests], dtype=f),
-        dest_lat=np.array([r.dest_lat for r in requests], dtype=f),
-        dest_lng=np.array([r.dest_lng for r in requests], dtype=f),
-        facility_lat=np.array([r.facility_lat for r in requests], dtype=f),
-        facility_lng=np.array([r.facility_lng for r in requests], dtype=f),
-        remaining_stops=np.array([r.remaining_stops for r in requests], dtype=f),
-        weather=np.array([r.extra.get("weather_severity") if r.extra else None for r in requests], dtype=f),
-        attempt_count=np.array([r.attempt_count for r in requests], dtype=f),
+        promised_ts=_stamps(prom, n) if promised else np.full(n, math.nan),
+        pickup_due_ts=_stamps(due, n),
+        weight=np.array(weight, dtype=f),  # None -> nan
+        event_code=np.fromiter(map(EVENT_CODES.__getitem__, etype), np.int16, n),
+        status_code=np.fromiter(map(STATUS_CODES.__getitem__, status), np.int16, n),
+        service_code=np.fromiter(map(SERVICE_CODES.__getitem__, level), np.int16, n),
+        carrier=np.array([c or "" for c in carrier], dtype=object),
+        origin_zip=np.array([(z or "")[:5] for z in ozip], dtype=object),
+        dest_zip=np.array([(z or "")[:5] for z in dzip], dtype=object),
+        facility_id=np.array([x or "" for x in fac], dtype=object),
+        origin_lat=np.array(olat, dtype=f),
+        origin_lng=np.array(olng, dtype=f),
+        dest_lat=np.array(dlat, dtype=f),
+        dest_lng=np.array(dlng, dtype=f),
+        facility_lat=np.array(flat, dtype=f),
+        facility_lng=np.array(flng, dtype=f),
+        remaining_stops=np.array(stops, dtype=f),
+        weather=np.array([x.get("weather_severity") if x else None for x in extra], dtype=f),
+        attempt_count=np.array(attempts, dtype=f),
+        tz=tzs,
     )
 
 
@@ -254,12 +296,18 @@ class FeatureTables:
     carriers: list[str] = field(default_factory=list)
     global_median_days: float = math.nan
     global_on_time: float = math.nan
+    _regions: dict[str, str] | None = field(default=None, repr=False, compare=False)
+    # Lookups are static for a model's life: remember resolved keys across batches (bounded).
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # -- lookups (vectorised over a Frame; per-row dict gets, cached per distinct key) --
 
     def region(self, zips: np.ndarray) -> np.ndarray:
-        geo = self.geo
-        return np.array([geo[z][2] if z in geo else ("Z" + z[:3] if z else "") for z in zips], dtype=object)
+        reg = self._regions
+        if reg is None:
+            reg = self._regions = {z: g[2] for z, g in self.geo.items()}
+        get = reg.get
+        return np.array([get(z) or ("Z" + z[:3] if z else "") for z in zips.tolist()], dtype=object)
 
     def coords(self, zips: np.ndarray, lat: np.ndarray, lng: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         miss = np.isnan(lat) | np.isnan(lng)
@@ -273,37 +321,42 @@ class FeatureTables:
                 lat[i], lng[i] = g[0], g[1]
         return lat, lng
 
+    def _cached(self, table: str, keys: list[Any]) -> tuple[dict[Any, Any], list[Any]]:
+        """The memo of one lookup table and the batch's distinct keys it does not hold yet."""
+        memo = self._memo.get(table)
+        if memo is None or len(memo) > 500_000:
+            memo = self._memo[table] = {}
+        return memo, [k for k in dict.fromkeys(keys) if k not in memo]
+
     def route_stats(self, carrier: np.ndarray, o_reg: np.ndarray, d_reg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         route = self.route
         glob = (self.global_median_days, self.global_on_time)
-        cache: dict[tuple[str, str, str], tuple[float, float]] = {}
-        out_m = np.empty(len(carrier))
-        out_o = np.empty(len(carrier))
-        for i, key in enumerate(zip(carrier, o_reg, d_reg)):
-            v = cache.get(key)
-            if v is None:
-                c, o, d = key
-                v = route.get(f"{c}|{o}|{d}") or route.get(f"{c}|*|{d}") or route.get(f"*|*|{d}") or glob
-                cache[key] = v
-            out_m[i], out_o[i] = v
-        return out_m, out_o
+        keys = list(zip(carrier.tolist(), o_reg.tolist(), d_reg.tolist()))
+        found, new = self._cached("route", keys)
+        for key in new:
+            c, o, d = key
+            found[key] = route.get(f"{c}|{o}|{d}") or route.get(f"{c}|*|{d}") or route.get(f"*|*|{d}") or glob
+        both = np.array(list(map(found.__getitem__, keys)), dtype=np.float64).reshape(len(keys), 2)
+        return both[:, 0].copy(), both[:, 1].copy()
 
     def segment_median(self, event_code: np.ndarray, facility: np.ndarray, o_reg: np.ndarray) -> np.ndarray:
         seg = self.segment
-        cache: dict[tuple[int, str, str], float] = {}
-        out = np.empty(len(event_code))
-        for i, key in enumerate(zip(event_code.tolist(), facility, o_reg)):
-            v = cache.get(key)
-            if v is None:
-                e, f, o = key
-                v = cache[key] = seg.get(f"{e}|{f}") or seg.get(f"{e}|r:{o}") or seg.get(f"{e}") or math.nan
-            out[i] = v
-        return out
+        keys = list(zip(event_code.tolist(), facility.tolist(), o_reg.tolist()))
+        found, new = self._cached("segment", keys)
+        for key in new:
+            e, f, o = key
+            found[key] = seg.get(f"{e}|{f}") or seg.get(f"{e}|r:{o}") or seg.get(f"{e}") or math.nan
+        return np.fromiter(map(found.__getitem__, keys), np.float64, len(keys))
 
     def handling_days(self, facility: np.ndarray, o_reg: np.ndarray) -> np.ndarray:
         h = self.handling
         g = h.get("*", math.nan)
-        return np.array([h.get(f) or h.get(f"r:{o}") or g for f, o in zip(facility, o_reg)], dtype=np.float64)
+        keys = list(zip(facility.tolist(), o_reg.tolist()))
+        found, new = self._cached("handling", keys)
+        for key in new:
+            f, o = key
+            found[key] = h.get(f) or h.get(f"r:{o}") or g
+        return np.fromiter(map(found.__getitem__, keys), np.float64, len(keys))
 
     # -- learning --
 
@@ -517,7 +570,11 @@ class History:
         p1 = np.array([self.pending(int(d), *PENDING_1) for d in days])[inv]
         p2 = np.array([self.pending(int(d), *PENDING_2) for d in days])[inv]
         dint = day.astype(np.int64) if np.isfinite(day).all() else np.nan_to_num(day).astype(np.int64)
-        thr = np.array([self.throughput(f, d) for f, d in zip(frame.facility_id, dint.tolist())])
+        keys = list(zip(frame.facility_id.tolist(), dint.tolist()))
+        found = dict.fromkeys(keys)
+        for key in found:
+            found[key] = self.throughput(*key)
+        thr = np.fromiter(map(found.__getitem__, keys), np.float64, len(keys))
         return {"volume_index": vol, "drift_7d": dr, "facility_throughput": thr,
                 "pending_7_14": p1, "pending_14_28": p2}
 
@@ -609,6 +666,8 @@ def build_features(frame: Frame, tables: FeatureTables, history: History | None,
         med, ot = tables.route_stats(frame.carrier, o_reg, d_reg)
         cols["route_median_days"], cols["route_on_time_rate"] = med, ot
     cols["promised_days"] = (frame.promised_ts - frame.event_ts) / DAY
+    cols["pickup_due_days"] = (frame.pickup_due_ts - frame.event_ts) / DAY
+    cols["weight_kg"] = frame.weight
     if history is not None and need & ROLLING:
         cols.update(history.lookup(frame))
     cols["weather_severity"] = frame.weather

@@ -56,6 +56,13 @@ def geo_table(root: str | Path) -> dict[str, tuple[float, float, str]]:
     return {k: (float(a), float(b), str(s)) for k, a, b, s in zip(z, lat[keep], lng[keep], g["geo_state"][keep])}
 
 
+def _epoch(col: pd.Series) -> np.ndarray:
+    """Naive local wall clock -> epoch seconds at UTC-03:00 (NaN when missing)."""
+    t = pd.to_datetime(col.replace("", None), errors="coerce")
+    secs = (t - pd.Timestamp("1970-01-01")) / pd.Timedelta(seconds=1)
+    return secs.to_numpy(dtype=float) + 3 * 3600.0
+
+
 def load(root: str | Path) -> pd.DataFrame:
     """One row per order, sorted by purchase: times as epoch seconds (NaN when missing)."""
     root = Path(root)
@@ -65,17 +72,24 @@ def load(root: str | Path) -> pd.DataFrame:
     s = _read(root, "olist_sellers_dataset")
     df = o[["order_id", "customer_id", "order_status"]].rename(columns={"order_status": "status"})
     for col, name in _DATES.items():
-        t = pd.to_datetime(o[col].replace("", None), errors="coerce")
-        # naive local wall clock -> epoch seconds at UTC-03:00
-        secs = (t - pd.Timestamp("1970-01-01")) / pd.Timedelta(seconds=1)
-        df[name] = secs.astype(float) + 3 * 3600.0
+        df[name] = _epoch(o[col])
     c = c.assign(cust_zip=_zip5(c["customer_zip_code_prefix"]))
     df = df.merge(c[["customer_id", "cust_zip", "customer_state"]], on="customer_id", how="left")
-    it = it.assign(order_item_id=pd.to_numeric(it["order_item_id"], errors="coerce"))
+    it = it.assign(order_item_id=pd.to_numeric(it["order_item_id"], errors="coerce"),
+                   due=_epoch(it["shipping_limit_date"]))
+    try:  # parcel weight: optional file
+        pr = _read(root, "olist_products_dataset")
+        w = pd.to_numeric(pr["product_weight_g"], errors="coerce") / 1000.0
+        it = it.merge(pr[["product_id"]].assign(w=w), on="product_id", how="left")
+    except FileNotFoundError:
+        it = it.assign(w=np.nan)
+    g = it.groupby("order_id")
+    per_order = pd.DataFrame({"pickup_due": g["due"].min(), "weight_kg": g["w"].sum(min_count=1)})
     first = it.sort_values(["order_id", "order_item_id"]).drop_duplicates("order_id")
     n_items = it.groupby("order_id").size().rename("n_items")
     df = df.merge(first[["order_id", "seller_id"]], on="order_id", how="left").merge(
-        n_items, left_on="order_id", right_index=True, how="left")
+        n_items, left_on="order_id", right_index=True, how="left").merge(
+        per_order, left_on="order_id", right_index=True, how="left")
     s = s.assign(seller_zip=_zip5(s["seller_zip_code_prefix"]))
     df = df.merge(s[["seller_id", "seller_zip", "seller_state"]], on="seller_id", how="left")
     geo = geo_table(root)
@@ -112,8 +126,9 @@ def requests(df: pd.DataFrame, moment: str) -> list[EtaRequest]:
     out = []
     cols = zip(df["order_id"], at, df["purchase"].to_numpy(float), df["estimated"].to_numpy(float),
                df["seller_id"], df["seller_zip"], df["cust_zip"], df["o_lat"].to_numpy(float),
-               df["o_lng"].to_numpy(float), df["d_lat"].to_numpy(float), df["d_lng"].to_numpy(float))
-    for oid, t, p, est, seller, oz, dz, olat, olng, dlat, dlng in cols:
+               df["o_lng"].to_numpy(float), df["d_lat"].to_numpy(float), df["d_lng"].to_numpy(float),
+               df["pickup_due"].to_numpy(float), df["weight_kg"].to_numpy(float))
+    for oid, t, p, est, seller, oz, dz, olat, olng, dlat, dlng, due, kg in cols:
         out.append(EtaRequest(
             shipment_id=oid, service_level=ServiceLevel.STANDARD, status=status, event_type=event,
             event_at=_dt(t), shipment_created_at=_dt(p),  # type: ignore[arg-type]
@@ -121,7 +136,7 @@ def requests(df: pd.DataFrame, moment: str) -> list[EtaRequest]:
             dest_lat=None if dlat != dlat else dlat, dest_lng=None if dlng != dlng else dlng,
             origin_zip=oz or None, dest_zip=dz or None,
             facility_id=seller or None, facility_type="origin",
-            carrier=CARRIER, promised_at=_dt(est),
+            carrier=CARRIER, promised_at=_dt(est), pickup_due_at=_dt(due), weight_kg=None if kg != kg else kg,
         ))
     return out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,55 @@ def write_olist_like(root: str | Path, n_orders: int = 2000, days: int = 160, se
     write("olist_geolocation_zip_centroids", ["zip_code_prefix", "lat", "lng", "geo_city", "geo_state"],
           [[z, f"{a:.5f}", f"{b:.5f}", "city", st] for z, a, b, st in zips], gz=False)
     return root
+
+
+# --------------------------------------------------------------------------------------------
+# The carrier's own history (PostgreSQL shipments + Cassandra scans), for `eta train --from-stores`.
+
+Facility = tuple[str, str, float, float]  # facility_id, type, lat, lng
+
+
+def _km(a: Facility, b: Facility) -> float:
+    return float(np.hypot(a[2] - b[2], (a[3] - b[3]) * np.cos(np.radians((a[2] + b[2]) / 2))) * 111.0)
+
+
+def carrier_history(facilities: list[Facility], n: int = 600, days: int = 60, seed: int = 3,
+                    start: datetime = datetime(2026, 1, 5)) -> list[dict[str, Any]]:
+    """Delivered shipments with their scans: origin handling (per origin) -> hub -> delivery station
+    (line haul grows with distance, faster for EXPRESS, slower into some stations) -> out for
+    delivery the next morning. `start` must be zoned; times come back zoned like it. Each item:
+    {shipment_id, service_level, origin, station, created_at, weight_grams, events: [(type, status,
+    facility_id, at)]}."""
+    rng = np.random.default_rng(seed)
+    origins = [f for f in facilities if f[1] == "origin"][:8]
+    hubs = [f for f in facilities if f[1] == "hub"]
+    stations = [f for f in facilities if f[1] == "delivery_station"][:40]
+    if not origins or not hubs or not stations:
+        raise ValueError("need origin, hub and delivery_station facilities")
+    handling = {o[0]: rng.uniform(0.2, 1.5) for o in origins}
+    slow = {s[0]: rng.choice([1.0, 1.0, 1.5]) for s in stations}
+    out = []
+    for _ in range(n):
+        o = origins[int(rng.integers(len(origins)))]
+        s = stations[int(rng.integers(len(stations)))]
+        hub = min(hubs, key=lambda h: _km(o, h))
+        level = "EXPRESS" if rng.random() < 0.2 else "STANDARD"
+        created = start + timedelta(days=float(rng.uniform(0, days)))
+        pickup = created + timedelta(days=handling[o[0]] * float(rng.lognormal(0, 0.3)))
+        arrive_hub = pickup + timedelta(hours=float(rng.uniform(3, 9)))
+        leave_hub = arrive_hub + timedelta(hours=float(rng.uniform(2, 8)))
+        haul = (0.3 + _km(hub, s) / 700.0) * (0.6 if level == "EXPRESS" else 1.0) * slow[s[0]]
+        arrive_station = leave_hub + timedelta(days=haul * float(rng.lognormal(0, 0.2)))
+        ofd = (arrive_station + timedelta(days=1)).replace(hour=8, minute=0, second=0, microsecond=0)
+        delivered = ofd + timedelta(hours=float(rng.uniform(1, 9)))
+        out.append({
+            "shipment_id": str(uuid.UUID(bytes=rng.bytes(16), version=4)), "service_level": level,
+            "origin": o[0], "station": s[0], "dest": (s[2] + rng.normal(0, 0.05), s[3] + rng.normal(0, 0.05)),
+            "created_at": created, "weight_grams": int(rng.integers(100, 20000)),
+            "events": [("PICKUP", "PICKED_UP", o[0], pickup), ("ARRIVAL", "IN_TRANSIT", hub[0], arrive_hub),
+                       ("DEPARTURE", "IN_TRANSIT", hub[0], leave_hub),
+                       ("ARRIVAL", "IN_TRANSIT", s[0], arrive_station),
+                       ("OUT_FOR_DELIVERY", "OUT_FOR_DELIVERY", s[0], ofd),
+                       ("DELIVERED", "DELIVERED", s[0], delivered)],
+        })
+    return out

@@ -197,3 +197,30 @@ def test_artifact_layout(artifact: Path) -> None:
     assert m.version == artifact.name
     assert m.meta["training_window"]["first_purchase"] < m.meta["training_window"]["last_purchase"]
     assert (artifact.parent / "current").resolve() == artifact.resolve()
+
+
+def test_fast_and_tolerant_frame_paths_agree(sample_requests) -> None:  # type: ignore[no-untyped-def]
+    """The batched reader (one C-level pass) and the per-row tolerant reader give the same columns;
+    one naive or unreadable row sends the batch down the tolerant path without losing the others."""
+    from datetime import UTC
+    from datetime import datetime as dt
+
+    from models.eta.features import Frame
+
+    reqs = list(sample_requests[:50])
+    reqs[3] = replace(reqs[3], pickup_due_at=None, weight_kg=None, remaining_stops=4,
+                      extra={"weather_severity": 0.5})
+    fast = frame_from_requests(reqs)
+    naive = replace(reqs[0], event_at=dt(2018, 1, 2, 10, 0))  # naive: read as UTC by the tolerant path
+    tolerant = frame_from_requests(reqs + [naive, "not a request"])  # type: ignore[list-item]
+    assert tolerant.ok.tolist() == [True] * 51 + [False]
+    for name in Frame.__dataclass_fields__:
+        if name == "n":
+            continue
+        a, b = getattr(fast, name), getattr(tolerant, name)[:50]
+        if a.dtype == object:
+            assert a.tolist() == b.tolist(), name
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    assert fast.remaining_stops[3] == 4 and fast.weather[3] == 0.5 and np.isnan(fast.pickup_due_ts[3])
+    assert tolerant.event_ts[50] == dt(2018, 1, 2, 10, 0, tzinfo=UTC).timestamp()

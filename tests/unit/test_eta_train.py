@@ -86,3 +86,14 @@ def test_retrain_promotes_a_model_that_beats_a_stale_one(data: Path, tmp_path: P
         assert (tmp_path / "current").resolve() == Path(report["artifact"]).resolve()
     else:
         assert (tmp_path / "current").resolve() == stale.resolve()
+
+
+def test_promotion_rule_both_ways() -> None:
+    """Promote only a lower MAE whose P10-P90 coverage is no further from 80% (or within 5 points)."""
+    inc = {"mae_days": 6.0, "coverage_p10_p90": 0.78}
+    assert train.decide({"mae_days": 5.9, "coverage_p10_p90": 0.81}, inc) == "promote"
+    assert train.decide({"mae_days": 6.1, "coverage_p10_p90": 0.80}, inc) == "keep"       # worse MAE
+    assert train.decide({"mae_days": 6.0, "coverage_p10_p90": 0.80}, inc) == "keep"       # a tie is no win
+    assert train.decide({"mae_days": 5.0, "coverage_p10_p90": 0.60}, inc) == "keep"       # band no longer honest
+    assert train.decide({"mae_days": 5.0, "coverage_p10_p90": 0.60},
+                        {"mae_days": 6.0, "coverage_p10_p90": 0.55}) == "promote"         # but closer than before

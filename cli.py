@@ -255,6 +255,15 @@ def _mount_optional() -> None:
         app.add_typer(route_app, name="route", help="Route optimizer: plan, bench")
     except ImportError:
         pass
+    from notifier.cli import notify_app
+
+    app.add_typer(notify_app, name="notify", help="Notifier: rules lint, deferred sends, dead-letter redrive")
+    try:
+        from api.cli import api_app
+
+        app.add_typer(api_app, name="api", help="HTTP API and tracking page: serve, start")
+    except ImportError:
+        pass
 
 
 def main() -> None:

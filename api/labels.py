@@ -11,7 +11,7 @@ import random
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 
 import psycopg
 
@@ -48,6 +48,7 @@ class Label:
     dest_lng: float
     created_at: datetime
     recipient_id: uuid.UUID
+    sender_id: uuid.UUID | None = None  # filled by store_labels (a merchant), unless given
 
     def to_json(self) -> dict[str, str]:
         return {"shipment_id": str(self.shipment_id), "tracking_number": self.tracking_number}
@@ -117,32 +118,81 @@ def create_labels(
     return labels
 
 
+_TZ_BY_STATE = {
+    **dict.fromkeys(["CT", "DC", "DE", "FL", "GA", "MA", "MD", "ME", "MI", "NC", "NH", "NJ", "NY", "OH", "PA",
+                     "RI", "SC", "VA", "VT", "WV", "IN", "KY"], "America/New_York"),
+    **dict.fromkeys(["AL", "AR", "IA", "IL", "KS", "LA", "MN", "MO", "MS", "ND", "NE", "OK", "SD", "TN", "TX",
+                     "WI"], "America/Chicago"),
+    **dict.fromkeys(["CO", "ID", "MT", "NM", "UT", "WY"], "America/Denver"),
+    "AZ": "America/Phoenix", "CA": "America/Los_Angeles", "NV": "America/Los_Angeles", "OR": "America/Los_Angeles",
+    "WA": "America/Los_Angeles", "AK": "America/Anchorage", "HI": "Pacific/Honolulu",
+}
+_SPANISH_HEAVY = {"TX", "CA", "FL", "NM", "AZ", "NV"}
+_MERCHANTS = ["Acme Outfitters", "Blue Heron Books", "Cedar & Co", "Delta Electronics", "Evergreen Pantry"]
+PUSH_BASE = "https://push.parcel.example/v1/devices"
+
+
+def _preferences(rng: random.Random, state: str | None) -> dict[str, object]:
+    """Notification preferences as carriers see them: most people take SMS and email, fewer have the
+    app (push), a third keep quiet hours at night, Spanish is common in some states."""
+    quiet = rng.random()
+    start, end = (time(21), time(8)) if quiet < 0.25 else (time(22), time(7)) if quiet < 0.35 else (None, None)
+    app_user = rng.random() < 0.45
+    return {
+        "language": "es" if rng.random() < (0.2 if state in _SPANISH_HEAVY else 0.06) else "en",
+        "timezone": _TZ_BY_STATE.get(state or "", "America/New_York"),
+        "quiet_hours_start": start, "quiet_hours_end": end,
+        "opt_in_sms": rng.random() < 0.75, "opt_in_email": rng.random() < 0.95, "opt_in_push": app_user,
+        "push_endpoint": f"{PUSH_BASE}/{uuid.UUID(int=rng.getrandbits(128), version=4).hex}" if app_user else None,
+    }
+
+
 def store_labels(settings: Settings, labels: list[Label], *, seed: int | None = None) -> None:
-    """Write the labels' recipients and Shipment rows (LABEL_CREATED) in one transaction."""
+    """Write the labels' recipients (with notification preferences), their senders (merchants) and
+    Shipment rows (LABEL_CREATED) in one transaction."""
     rng = random.Random(seed)
+    # A second stream for preferences and senders, so the names and addresses of a seed stay as before.
+    prefs_rng = random.Random(f"prefs-{seed}") if seed is not None else random.Random()
+    merchants: dict[str, uuid.UUID] = {}
     recipients, shipments = [], []
     with psycopg.connect(settings.postgres.dsn) as conn:
         cities = {r[0]: r[1:] for r in conn.execute("SELECT facility_id, zip, city, state FROM facilities")}
         for label in labels:
             zip_, city, state = cities.get(label.destination_facility_id, (None, None, None))
             name = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
+            prefs = _preferences(prefs_rng, state)
             recipients.append((label.recipient_id, name, f"{name.lower().replace(' ', '.')}@example.com",
-                               f"+1555{rng.randrange(10**6, 10**7)}"))
+                               f"+1555{rng.randrange(10**6, 10**7)}", prefs["push_endpoint"], prefs["language"],
+                               prefs["timezone"], prefs["quiet_hours_start"], prefs["quiet_hours_end"],
+                               prefs["opt_in_sms"], prefs["opt_in_email"], prefs["opt_in_push"]))
+            merchant = prefs_rng.choice(_MERCHANTS)
+            if label.sender_id is None and merchant not in merchants:
+                merchants[merchant] = uuid.UUID(int=prefs_rng.getrandbits(128), version=4)
+            sender_id = label.sender_id or merchants[merchant]
             address = {"line1": f"{rng.randrange(1, 9999)} {rng.choice(['Oak', 'Pine', 'Main', 'Elm'])} St",
                        "city": city, "state": state, "zip": zip_, "name": name}
-            shipments.append((label.shipment_id, label.tracking_number, label.recipient_id, json.dumps(address),
+            shipments.append((label.shipment_id, label.tracking_number, sender_id, label.recipient_id,
+                              json.dumps(address),
                               label.dest_lat, label.dest_lng, rng.randrange(100, 30000),
                               json.dumps({"l_cm": rng.randrange(10, 80), "w_cm": rng.randrange(10, 60),
                                           "h_cm": rng.randrange(2, 50)}),
                               label.service_level.value, label.origin_facility_id, label.destination_facility_id,
                               label.created_at))
+        senders = [(sid, name, f"shipping@{name.lower().replace(' ', '').replace('&', 'and')}.example",
+                    f"+1555{prefs_rng.randrange(10**6, 10**7)}") for name, sid in merchants.items()]
         with conn.cursor() as cur:
-            cur.executemany("INSERT INTO recipients (recipient_id, name, email, phone) VALUES (%s,%s,%s,%s)",
-                            recipients)
+            # Merchants are senders (RETURN_TO_SENDER notifies them): email and SMS, no quiet hours.
+            cur.executemany("INSERT INTO recipients (recipient_id, name, email, phone) VALUES (%s,%s,%s,%s) "
+                            "ON CONFLICT (recipient_id) DO NOTHING", senders)
             cur.executemany(
-                "INSERT INTO shipments (shipment_id, tracking_number, recipient_id, recipient_address, dest_lat, "
-                "dest_lng, weight_grams, dimensions, service_level, status, origin_facility_id, "
-                "destination_facility_id, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,'LABEL_CREATED',%s,%s,%s)",
+                "INSERT INTO recipients (recipient_id, name, email, phone, push_endpoint, language, timezone, "
+                "quiet_hours_start, quiet_hours_end, opt_in_sms, opt_in_email, opt_in_push) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", recipients)
+            cur.executemany(
+                "INSERT INTO shipments (shipment_id, tracking_number, sender_id, recipient_id, recipient_address, "
+                "dest_lat, dest_lng, weight_grams, dimensions, service_level, status, origin_facility_id, "
+                "destination_facility_id, created_at) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,'LABEL_CREATED',%s,%s,%s)",
                 shipments)
 
 

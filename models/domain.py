@@ -212,6 +212,7 @@ class ShipmentInfo(BaseModel):
     dest_lng: float | None = None
     origin_zip: str | None = None
     dest_zip: str | None = None
+    weight_grams: int | None = None  # declared at label time (an ETA feature)
 
 
 class ShipmentSnapshot(ShipmentInfo):

@@ -37,6 +37,7 @@ def eta_request(scan: AcceptedScan, facility: Facility | None) -> EtaRequest:
         dest_lng=info.dest_lng,
         origin_zip=info.origin_zip,
         dest_zip=info.dest_zip,
+        weight_kg=info.weight_grams / 1000.0 if info.weight_grams else None,
         facility_id=scan.event.facility_id,
         facility_type=facility.type.value if facility is not None and facility.type else None,
         facility_lat=facility.lat if facility is not None else None,

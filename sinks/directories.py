@@ -72,6 +72,7 @@ class PostgresFacilities:
 
 SNAPSHOT_SQL = """
 SELECT s.shipment_id, s.tracking_number, s.service_level::text AS service_level, s.created_at, s.return_of,
+       s.weight_grams,
        s.status::text AS status, s.attempt_count, s.last_event_at, s.last_event_id,
        o.lat AS origin_lat, o.lng AS origin_lng, o.zip AS origin_zip,
        COALESCE(s.dest_lat, d.lat) AS dest_lat, COALESCE(s.dest_lng, d.lng) AS dest_lng,

@@ -11,6 +11,8 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # the tracking page's browser test drives Debian's Chromium through Playwright
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# promtool validates the alert rules (config/prometheus/)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 PY=${PYTHON:-python3}
 "$PY" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || missing+=(python3 python3-venv)
 [ ${#missing[@]} -eq 0 ] && exit 0

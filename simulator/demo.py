@@ -20,6 +20,12 @@ from topologies import jobs
 from topologies.lag import group_lag
 
 PIPELINE = ROOT / "topologies" / "scan_pipeline.yaml"
+# The other streaming jobs of the main job, each with its own /metrics port (metrics.port + offset);
+# the driver-locations job (+1) and the API are started by simulator.driver.live_demo.
+JOBS = (
+    ("route-planner", ROOT / "topologies" / "route_planner.yaml", 3),
+    ("route-planner-reschedules", ROOT / "topologies" / "route_planner_reschedules.yaml", 4),
+)
 
 
 def committed_lag(settings: Settings, group: str = "scan-pipeline") -> int:
@@ -30,6 +36,9 @@ def run_demo(settings: Settings, shipments: int, seed: int | None, echo: Callabl
     port = settings.metrics.port
     job = jobs.start(settings, "scan-pipeline", PIPELINE, port)
     echo(f"scan-pipeline job running (pid {job.pid}), log {job.log}")
+    for name, topology, offset in JOBS:
+        other = jobs.start(settings, name, topology, port + offset)
+        echo(f"{name} job running (pid {other.pid}), metrics on :{port + offset}, log {other.log}")
     seed = random.randrange(1 << 30) if seed is None else seed
     # the day is cut 8 hours before now: some parcels are still on their way, with a live ETA
     end = datetime.now(UTC)
@@ -72,4 +81,10 @@ def run_demo(settings: Settings, shipments: int, seed: int | None, echo: Callabl
             cluster.shutdown()
     echo(f"\nmetrics:  http://127.0.0.1:{port}/metrics   (parcel_step_records_total, parcel_dead_letters_total, ...)")
     echo("topology: .venv/bin/parcel describe topologies/scan_pipeline.yaml")
+
+    from simulator.driver import live_demo
+
+    echo("\nlast mile: a new parcel goes out for delivery and a simulated driver drives to it")
+    page = live_demo(settings, echo)
+    echo(f"\nopen the tracking page: {page}")
     echo("stop:     make down")

@@ -24,7 +24,8 @@ class _StepCollector(Collector):
     def __init__(self, topology: str) -> None:
         self.topology = topology
         self.records: dict[tuple[str, str], int] = {}
-        self.seconds: dict[str, list[float]] = {}  # step -> [count, sum]
+        self.counts: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
 
     def collect(self) -> Any:
         records = CounterMetricFamily("parcel_step_records",
@@ -34,8 +35,9 @@ class _StepCollector(Collector):
             records.add_metric([self.topology, step, outcome], n)
         seconds = SummaryMetricFamily("parcel_step_seconds", "Time spent in one step, per record (count, sum).",
                                       labels=["topology", "step"])
-        for step, (count, total) in sorted(dict(self.seconds).items()):
-            seconds.add_metric([self.topology, step], count_value=count, sum_value=total)
+        totals = dict(self.seconds)
+        for step, count in sorted(dict(self.counts).items()):
+            seconds.add_metric([self.topology, step], count_value=count, sum_value=totals.get(step, 0.0))
         yield records
         yield seconds
 
@@ -133,11 +135,9 @@ class PipelineMetrics:
         records = self._steps.records
         key = (step, outcome)
         records[key] = records.get(key, 0) + 1
-        acc = self._steps.seconds.get(step)
-        if acc is None:
-            acc = self._steps.seconds[step] = [0, 0.0]
-        acc[0] += 1
-        acc[1] += seconds
+        steps = self._steps
+        steps.counts[step] = steps.counts.get(step, 0) + 1
+        steps.seconds[step] = steps.seconds.get(step, 0.0) + seconds
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """A labelled child, looked up once (prometheus_client's labels() takes a lock each call)."""

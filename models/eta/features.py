@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timezone
 from operator import attrgetter
 from typing import Any
 
@@ -223,7 +223,7 @@ def _fast_frame(requests: Sequence[EtaRequest], promised: bool = True) -> Frame:
         for z in zones:
             offs[tzs == z] = z.utcoffset(None).total_seconds()
     else:
-        offs = np.fromiter(map(timedelta.total_seconds, map(datetime.utcoffset, ev)), np.float64, n)
+        offs = np.fromiter((d.utcoffset().total_seconds() for d in ev), np.float64, n)  # type: ignore[union-attr]
     event_ts = np.fromiter(map(datetime.timestamp, ev), np.float64, n)
     created_ts = np.fromiter(map(datetime.timestamp, created), np.float64, n)
     leg = _stamps(hubs, n)

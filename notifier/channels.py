@@ -1,0 +1,180 @@
+"""The three channels, each behind the same `send(row) -> provider_ref` shape:
+
+- SMS through the real `twilio` client; its API base URL is configurable (tests point it at a
+  local server speaking Twilio's Messages API).
+- Email over SMTP (smtplib), with the outbox id as Message-ID so a mail system can drop a resend.
+- Push as a webhook POST to the recipient's endpoint, with the outbox id as Idempotency-Key.
+
+A provider error is a `SendError`, retryable (5xx, 429, network) or not (4xx: a bad number, a
+gone subscription). `Sender` adds the provider's rate limit (shared across processes through
+Redis) and tenacity's retries with exponential backoff around each channel.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from collections.abc import Callable, Mapping
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+from limits import parse as parse_rate
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client as TwilioClient
+
+from notifier.config import NotifierSettings
+
+
+class SendError(Exception):
+    def __init__(self, reason: str, detail: str, *, retryable: bool) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.retryable = retryable
+
+
+class Channel(Protocol):
+    name: str
+
+    def send(self, row: Mapping[str, Any]) -> str: ...
+
+
+def _status_error(channel: str, status: int, detail: str) -> SendError:
+    retryable = status >= 500 or status == 429
+    reason = "provider_unavailable" if retryable else "provider_rejected"
+    return SendError(reason, f"{channel} provider answered {status}: {detail[:300]}", retryable=retryable)
+
+
+class BaseUrlHttpClient(TwilioHttpClient):
+    """Twilio's own HTTP client, sending to a configured base URL instead of api.twilio.com."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self.base = base_url.rstrip("/")
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        parts = urlsplit(url)
+        if parts.hostname and parts.hostname.endswith("twilio.com"):
+            url = self.base + parts.path + (f"?{parts.query}" if parts.query else "")
+        return super().request(method, url, *args, **kwargs)
+
+
+class SmsChannel:
+    name = "sms"
+
+    def __init__(self, cfg: NotifierSettings) -> None:
+        t = cfg.twilio
+        http = BaseUrlHttpClient(t.base_url, t.timeout_s) if t.base_url.rstrip("/") != "https://api.twilio.com" \
+            else TwilioHttpClient(timeout=t.timeout_s)
+        self.client = TwilioClient(t.account_sid, t.auth_token, http_client=http)
+        self.from_number = t.from_number
+
+    def send(self, row: Mapping[str, Any]) -> str:
+        try:
+            msg = self.client.messages.create(to=row["address"], from_=self.from_number, body=row["body"])
+        except TwilioRestException as exc:
+            raise _status_error("sms", exc.status, str(exc.msg)) from None
+        except (TwilioException, OSError) as exc:
+            raise SendError("provider_unavailable", f"sms: {exc}", retryable=True) from None
+        return str(msg.sid)
+
+
+class EmailChannel:
+    name = "email"
+
+    def __init__(self, cfg: NotifierSettings) -> None:
+        self.cfg = cfg.smtp
+
+    def send(self, row: Mapping[str, Any]) -> str:
+        msg = EmailMessage()
+        msg["From"] = self.cfg.sender
+        msg["To"] = row["address"]
+        msg["Subject"] = row.get("subject") or ""
+        msg_id = make_msgid(idstring=str(row["notification_id"]).replace(":", "."), domain="parcel.example")
+        msg["Message-ID"] = msg_id
+        msg["X-Notification-Id"] = str(row["notification_id"])
+        msg.set_content(row["body"])
+        try:
+            with smtplib.SMTP(self.cfg.host, self.cfg.port, timeout=self.cfg.timeout_s) as smtp:
+                if self.cfg.starttls:
+                    smtp.starttls()
+                if self.cfg.username:
+                    smtp.login(self.cfg.username, self.cfg.password or "")
+                smtp.send_message(msg)
+        except smtplib.SMTPResponseException as exc:
+            retryable = exc.smtp_code < 500  # 4xx is transient in SMTP; 5xx is a permanent refusal
+            raise SendError("provider_unavailable" if retryable else "provider_rejected",
+                            f"email: {exc.smtp_code} {exc.smtp_error!r}", retryable=retryable) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise SendError("provider_unavailable", f"email: {exc}", retryable=True) from None
+        return msg_id
+
+
+class PushChannel:
+    name = "push"
+
+    def __init__(self, cfg: NotifierSettings) -> None:
+        self.client = httpx.Client(timeout=cfg.push.timeout_s)
+
+    def send(self, row: Mapping[str, Any]) -> str:
+        payload = {"notification_id": row["notification_id"], "shipment_id": str(row["shipment_id"]),
+                   "event_type": row["event_type"], "title": row.get("subject"), "body": row["body"]}
+        try:
+            r = self.client.post(row["address"], json=payload, headers={"Idempotency-Key": row["notification_id"]})
+        except httpx.ConnectError as exc:
+            if "Name or service not known" in str(exc) or "nodename nor servname" in str(exc):
+                # NXDOMAIN is an authoritative answer: the endpoint's host does not exist (a dead
+                # subscription, like 410 Gone). A temporary resolver failure stays retryable.
+                raise SendError("endpoint_unresolvable", f"push: {exc}", retryable=False) from None
+            raise SendError("provider_unavailable", f"push: {exc}", retryable=True) from None
+        except httpx.HTTPError as exc:
+            raise SendError("provider_unavailable", f"push: {exc}", retryable=True) from None
+        if r.status_code >= 300:
+            raise _status_error("push", r.status_code, r.text)
+        return r.headers.get("X-Message-Id") or str(r.status_code)
+
+
+class Sender:
+    """One channel with its rate limit and retries; `send` raises SendError after the last try."""
+
+    def __init__(self, channel: Channel, cfg: NotifierSettings, redis_url: str,
+                 on_retry: Callable[[str], None] | None = None) -> None:
+        self.channel = channel
+        self.cfg = cfg
+        self.rate = parse_rate(cfg.rate_limits.get(channel.name, "100/second"))
+        self.limiter = MovingWindowRateLimiter(storage_from_string(redis_url))
+        self.on_retry = on_retry
+
+    def _wait_for_slot(self) -> None:
+        while not self.limiter.hit(self.rate, "parcel-notifier", self.channel.name):
+            stats = self.limiter.get_window_stats(self.rate, "parcel-notifier", self.channel.name)
+            time.sleep(min(1.0, max(0.01, stats.reset_time - time.time())))
+
+    def _retrying(self, state: RetryCallState) -> None:
+        if self.on_retry is not None:
+            self.on_retry(self.channel.name)
+
+    def send(self, row: Mapping[str, Any]) -> str:
+        r = self.cfg.retry
+        retrying = Retrying(
+            stop=stop_after_attempt(r.attempts),
+            wait=wait_exponential_jitter(multiplier=r.backoff_initial_s, max=r.backoff_max_s,
+                                         jitter=r.backoff_initial_s),
+            retry=retry_if_exception(lambda e: isinstance(e, SendError) and e.retryable),
+            before_sleep=self._retrying, reraise=True)
+        for attempt in retrying:
+            with attempt:
+                self._wait_for_slot()
+                return self.channel.send(row)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def build_channels(cfg: NotifierSettings) -> dict[str, Channel]:
+    return {"sms": SmsChannel(cfg), "email": EmailChannel(cfg), "push": PushChannel(cfg)}

@@ -1,0 +1,179 @@
+"""A simulated carrier day through the real scan pipeline and the notifier: labels (api/labels.py,
+with realistic preferences and merchant senders) and the simulator's scans go onto `scan-events`;
+the pipeline publishes `notifications`; the notifier sends to local providers. The expected
+messages per channel and recipient are computed here, independently of the rule engine, from what
+the pipeline published and from the recipients' preferences in PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+
+from api.labels import PUSH_BASE, emit_labels, store_labels
+from config.settings import Settings
+from simulator.live import labels_for, plan_day
+from simulator.produce import produce
+from tests.integration.pipeline import (
+    PipelineProcess,
+    high_watermarks,
+    read_topic,
+    shipment_rows,
+    start_group_at_end,
+)
+from tests.integration.providers import (
+    SETTLE_S,
+    TOPIC,
+    NotifierProcess,
+    Providers,
+    cleanup_outbox,
+    process_env,
+    wait_for,
+)
+
+DELIVERY_FAILURES = {"address_not_found", "access_denied", "recipient_unavailable", "refused"}
+
+
+def expected_channels(kind: str, reason: str | None, level: str) -> dict[str, list[str]]:
+    """audience -> channels, written out from the product's notification policy (not the engine)."""
+    if kind == "PICKUP":
+        return {"recipient": ["email", "push"]}
+    if kind == "OUT_FOR_DELIVERY":
+        return {"recipient": ["sms", "email", "push"] if level in ("EXPRESS", "OVERNIGHT") else ["sms", "push"]}
+    if kind in ("DELIVERED", "DELIVERY_ATTEMPTED"):
+        return {"recipient": ["sms", "email", "push"]}
+    if kind == "EXCEPTION":
+        if reason in DELIVERY_FAILURES:
+            return {"recipient": ["sms", "email", "push"]}
+        return {"recipient": ["sms", "email"] if reason == "damaged" else ["email", "push"]}
+    if kind == "RETURN_TO_SENDER":
+        return {"recipient": ["sms", "email"], "sender": ["sms", "email"]}
+    return {}
+
+
+def in_quiet_hours(start: Any, end: Any, tz: str, now: datetime) -> bool:
+    if start is None or end is None or start == end:
+        return False
+    t = now.astimezone(ZoneInfo(tz)).time()
+    return start <= t < end if start < end else (t >= start or t < end)
+
+
+@pytest.fixture(scope="module")
+def providers() -> Iterator[Providers]:
+    p = Providers().start()
+    yield p
+    p.stop()
+
+
+def test_simulated_day_gives_exactly_the_expected_messages(stack: Settings, providers: Providers,
+                                                           tmp_path: Path) -> None:
+    day = plan_day(25, seed=random.randrange(10**6), exception_share=0.25, failed_attempt_share=0.3,
+                   return_share=0.12, duplicate_share=0.03, invalid_transition_share=0.0, malformed_share=0.0)
+    ids = {str(s.shipment_id) for s in day.shipments}
+    scan_group, notify_group = (f"test-notifier-day-{k}-{uuid.uuid4().hex[:8]}" for k in ("pipeline", "notify"))
+    start_group_at_end(stack, scan_group, "scan-events")
+    start_group_at_end(stack, notify_group, TOPIC)
+    notif_start = high_watermarks(stack, TOPIC)
+
+    # Labels with realistic preferences; push endpoints re-pointed at the local push server, and
+    # quiet hours that would start or end during the run dropped (the test must not race the clock).
+    labels = labels_for(day)
+    store_labels(stack, labels, seed=day.knobs.seed)
+    now = datetime.now(UTC)
+    with psycopg.connect(stack.postgres.dsn, autocommit=True) as pg:
+        pg.execute("UPDATE recipients SET push_endpoint = replace(push_endpoint, %s, %s) "
+                   "WHERE recipient_id = ANY(%s) AND push_endpoint IS NOT NULL",
+                   (PUSH_BASE, providers.base_url + "/push", [lb.recipient_id for lb in labels]))
+        for rid, start, end, tz in pg.execute(
+                "SELECT recipient_id, quiet_hours_start, quiet_hours_end, timezone FROM recipients "
+                "WHERE recipient_id = ANY(%s)", ([lb.recipient_id for lb in labels],)).fetchall():
+            if in_quiet_hours(start, end, tz, now) != in_quiet_hours(start, end, tz, now + timedelta(minutes=15)):
+                pg.execute("UPDATE recipients SET quiet_hours_start = NULL, quiet_hours_end = NULL "
+                           "WHERE recipient_id = %s", (rid,))
+
+    pipeline = PipelineProcess(scan_group, tmp_path / "pipeline-state", tmp_path / "pipeline.log").start()
+    notifier = NotifierProcess(notify_group, process_env(providers), tmp_path / "notifier.log",
+                               tmp_path / "notifier-state").start()
+    try:
+        emit_labels(stack, labels)
+        produce(day.messages, stack.kafka.bootstrap_servers, stack.kafka.topics["scan_events"], progress=False)
+
+        def settled() -> bool:
+            rows = shipment_rows(stack, day.expected)
+            return all(sid in rows and rows[sid]["status"] == exp.status.value for sid, exp in day.expected.items())
+
+        wait_for(settled, 240, "the pipeline to settle the day", notifier)
+        notes = [v for _, v in read_topic(stack, TOPIC, notif_start)
+                 if isinstance(v, dict) and v.get("shipment_id") in ids]
+
+        with psycopg.connect(stack.postgres.dsn) as pg:
+            people = {str(r[0]): r[1:] for r in pg.execute(
+                "SELECT s.shipment_id, r.phone, r.email, r.push_endpoint, r.opt_in_sms, r.opt_in_email, "
+                "r.opt_in_push, r.quiet_hours_start, r.quiet_hours_end, r.timezone, "
+                "p.phone, p.email FROM shipments s JOIN recipients r ON r.recipient_id = s.recipient_id "
+                "JOIN recipients p ON p.recipient_id = s.sender_id WHERE s.shipment_id = ANY(%s::uuid[])",
+                (list(ids),)).fetchall()}
+
+        # Keyed by (channel, address, tracking number): other tests publish on `notifications` too, and
+        # the generated names (so e-mail addresses) repeat, so a message counts only with our number.
+        expected: Counter[tuple[str, str, str]] = Counter()
+        deferred: Counter[str] = Counter()
+        seen: set[tuple[str, str]] = set()
+        for n in notes:  # per shipment in partition order
+            kind = "RETURN_TO_SENDER" if n["status"] == "RETURN_TO_SENDER" else n["event_type"]
+            plan = expected_channels(kind, n["reason_code"], n["service_level"])
+            if not plan or (n["shipment_id"], kind) in seen:
+                continue  # no message, or a duplicate inside the window (the whole day runs in minutes)
+            seen.add((n["shipment_id"], kind))
+            phone, email, push, o_sms, o_email, o_push, q_start, q_end, tz, s_phone, s_email = people[n["shipment_id"]]
+            quiet = in_quiet_hours(q_start, q_end, tz, datetime.now(UTC))
+            for audience, channels in plan.items():
+                for ch in channels:
+                    if audience == "sender":
+                        expected[(ch, s_phone if ch == "sms" else s_email, n["tracking_number"])] += 1
+                        continue
+                    address = {"sms": phone, "email": email, "push": push}[ch]
+                    opted = {"sms": o_sms, "email": o_email, "push": o_push}[ch]
+                    if not address or not opted:
+                        continue
+                    if quiet and ch in ("sms", "push"):
+                        deferred[ch] += 1
+                        continue
+                    key = address.removeprefix(providers.base_url) if ch == "push" else address
+                    expected[(ch, key, n["tracking_number"])] += 1
+        assert sum(expected.values()) > 20, f"a day with too little to notify: {expected}"
+
+        ours = {s.tracking_number for s in day.shipments}
+
+        def got() -> Counter[tuple[str, str, str]]:
+            out: Counter[tuple[str, str, str]] = Counter()
+            with providers.lock:
+                for r in providers.receipts:
+                    tn = next((t for t in ours if t in r.body), None)
+                    if tn is not None:
+                        out[(r.channel, r.to, tn)] += 1
+            return out
+
+        wait_for(lambda: sum(got().values()) >= sum(expected.values()), 120, "the day's messages", notifier)
+        time.sleep(SETTLE_S * 2)
+        assert got() == expected
+        with psycopg.connect(stack.postgres.dsn) as pg:
+            held = Counter(r[0] for r in pg.execute(
+                "SELECT channel FROM notification_outbox WHERE state = 'deferred' AND shipment_id = ANY(%s::uuid[])",
+                (list(ids),)).fetchall())
+        assert held == deferred
+        kinds = Counter(k for _, k in seen)
+        assert kinds["DELIVERED"] and (kinds["DELIVERY_ATTEMPTED"] or kinds["EXCEPTION"]), kinds
+    finally:
+        notifier.stop()
+        pipeline.stop()
+        cleanup_outbox(stack.postgres.dsn, [uuid.UUID(i) for i in ids])

@@ -1,0 +1,160 @@
+"""Rules, templates, lint, quiet hours and reschedule tokens: pure, no servers."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from datetime import UTC, datetime, time
+from pathlib import Path
+
+import pytest
+
+from notifier.config import NOTIFICATIONS_DIR, NotifierSettings
+from notifier.links import BadToken, reschedule_token, verify_token
+from notifier.lint import lint
+from notifier.rules import RulesError, lint_rules, load_rules, parse_rules
+from notifier.service import quiet_until
+from notifier.store import Contact
+from notifier.templates import Templates
+
+RULES = NOTIFICATIONS_DIR / "rules.yaml"
+TEMPLATES = NOTIFICATIONS_DIR / "templates"
+
+
+def test_shipped_rules_and_templates_lint_clean() -> None:
+    assert lint(RULES, TEMPLATES) == []
+
+
+@pytest.mark.parametrize(("event_type", "reason", "level", "rule_id"), [
+    ("PICKUP", None, "STANDARD", "shipped"),
+    ("ARRIVAL", None, "STANDARD", None),
+    ("OUT_FOR_DELIVERY", None, "STANDARD", "out_for_delivery"),
+    ("OUT_FOR_DELIVERY", None, "OVERNIGHT", "out_for_delivery_priority"),
+    ("DELIVERY_ATTEMPTED", "refused", "STANDARD", "delivery_attempted"),
+    ("EXCEPTION", "address_not_found", "STANDARD", "exception_delivery_failure"),
+    ("EXCEPTION", "damaged", "EXPRESS", "exception_damaged"),
+    ("EXCEPTION", "weather_delay", "STANDARD", "exception_delay"),
+    ("RETURN_TO_SENDER", "max_attempts_reached", "STANDARD", "return_to_sender"),
+])
+def test_most_specific_rule_wins(event_type: str, reason: str | None, level: str, rule_id: str | None) -> None:
+    rule = load_rules(RULES).match(event_type, reason, level)
+    assert (rule.id if rule else None) == rule_id
+
+
+def test_windows_per_event_type_and_overrides() -> None:
+    rules = load_rules(RULES)
+    assert rules.window_s("OUT_FOR_DELIVERY") == 1800
+    assert rules.window_s("PICKUP") == 1800  # default_window_s
+    assert rules.window_s("PICKUP", {"PICKUP": 3}) == 3
+
+
+def test_return_to_sender_reaches_both_parties() -> None:
+    rule = load_rules(RULES).match("RETURN_TO_SENDER", None, "STANDARD")
+    assert rule is not None and set(rule.audience) == {"recipient", "sender"}
+
+
+def _rules(body: str) -> str:
+    return "languages: [en]\nrules:\n" + body
+
+
+def test_lint_names_unknown_event_type_reason_and_level(tmp_path: Path) -> None:
+    text = _rules(
+        "  - {id: a, when: {event_type: TELEPORTED}, template: delivered, channels: [sms]}\n"
+        "  - {id: b, when: {event_type: EXCEPTION, reason_code: [alien_abduction]}, template: exception, "
+        "channels: [email]}\n"
+        "  - {id: c, when: {event_type: PICKUP, service_level: [SAME_DAY]}, template: shipped, channels: [push]}\n")
+    problems = lint_rules(parse_rules(text, "r.yaml"), TEMPLATES)
+    assert any("rule a: when.event_type: unknown event type 'TELEPORTED'" in p for p in problems)
+    assert any("rule b: when.reason_code: unknown reason code 'alien_abduction'" in p for p in problems)
+    assert any("rule c: when.service_level: unknown service level 'SAME_DAY'" in p for p in problems)
+
+
+def test_lint_names_missing_template_duplicate_ids_and_shadowed_rules() -> None:
+    text = _rules(
+        "  - {id: a, when: {event_type: PICKUP}, template: no_such_template, channels: [sms]}\n"
+        "  - {id: a, when: {event_type: PICKUP}, template: shipped, channels: [email]}\n"
+        "  - {id: d, when: {event_type: PICKUP}, template: shipped, channels: [email], reschedule: true}\n")
+    problems = lint_rules(parse_rules(text, "r.yaml"), TEMPLATES)
+    assert any("rule a: template: missing" in p and "no_such_template" in p for p in problems)
+    assert any("id: duplicate rule id" in p for p in problems)
+    assert any("same condition as rule a" in p for p in problems)
+    assert any("rule d: reschedule:" in p for p in problems)
+
+
+def test_rules_file_errors_name_the_field() -> None:
+    with pytest.raises(RulesError, match=r"rules\.0\.channels\.0"):
+        parse_rules(_rules("  - {id: a, when: {event_type: PICKUP}, template: shipped, channels: [fax]}\n"))
+    with pytest.raises(RulesError, match="unknown|Extra inputs"):
+        parse_rules(_rules("  - {id: a, when: {event_type: PICKUP}, template: shipped, channels: [sms], x: 1}\n"))
+
+
+def test_lint_catches_a_template_with_an_unknown_variable(tmp_path: Path) -> None:
+    shutil.copytree(TEMPLATES, tmp_path / "t")
+    (tmp_path / "t" / "sms" / "en" / "delivered.j2").write_text("Delivered {{ no_such_value }}\n")
+    problems = lint(RULES, tmp_path / "t")
+    assert any("sms/en/delivered.j2" in p and "no_such_value" in p for p in problems)
+
+
+CTX = {"name": "Ana", "recipient_name": "Ana", "audience": "recipient", "tracking_number": "PT123",
+       "tracking_url": "http://x/t/PT123", "status": "DELIVERY_ATTEMPTED", "eta": "Tue 14:00",
+       "reason_code": "recipient_unavailable", "attempt_count": 2, "max_attempts": 3,
+       "reschedule_url": "http://x/r/tok", "facility": None, "return_tracking_number": "PTRET",
+       "return_tracking_url": "http://x/t/PTRET", "severity": "warning"}
+
+
+def test_failed_attempt_shows_attempt_count_and_reschedule_link() -> None:
+    t = Templates(TEMPLATES)
+    sms = t.render("sms", "en", "delivery_failed", CTX)
+    assert sms.subject is None and "Attempt 2 of 3" in sms.body and "http://x/r/tok" in sms.body
+    assert "nobody was available" in sms.body
+    email = t.render("email", "es", "delivery_failed", CTX)
+    assert email.subject == "No pudimos entregar el paquete PT123" and "Intento 2 de 3" in email.body
+
+
+def test_unknown_language_falls_back_to_default() -> None:
+    r = Templates(TEMPLATES).render("push", "fr", "delivered", {**CTX, "status": "DELIVERED"})
+    assert r.subject == "Your parcel PT123 was delivered"
+
+
+def test_return_template_differs_by_audience() -> None:
+    t = Templates(TEMPLATES)
+    sender = t.render("email", "en", "return_to_sender", {**CTX, "audience": "sender", "attempt_count": 3})
+    recipient = t.render("email", "en", "return_to_sender", {**CTX, "attempt_count": 3})
+    assert "coming back to you" in sender.body and "PTRET" in sender.body
+    assert "returning to the sender" in recipient.body and "PTRET" in recipient.body
+
+
+def _contact(tz: str, start: time | None, end: time | None) -> Contact:
+    return Contact(uuid.uuid4(), "A", "a@x", "+1", None, "en", tz, start, end, True, True, True)
+
+
+def test_quiet_hours_in_the_recipients_zone_across_midnight() -> None:
+    c = _contact("America/New_York", time(22), time(7))
+    # 03:30 UTC = 22:30 New York (EST, UTC-5): quiet until 07:00 New York = 12:00 UTC
+    assert quiet_until(c, datetime(2026, 1, 15, 3, 30, tzinfo=UTC)) == datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+    # 11:00 UTC = 06:00 New York: still quiet, until 12:00 UTC the same day
+    assert quiet_until(c, datetime(2026, 1, 15, 11, 0, tzinfo=UTC)) == datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+    assert quiet_until(c, datetime(2026, 1, 15, 12, 0, tzinfo=UTC)) is None  # 07:00: the end is exclusive
+    assert quiet_until(c, datetime(2026, 1, 15, 18, 0, tzinfo=UTC)) is None
+
+
+def test_no_quiet_hours_never_defers() -> None:
+    assert quiet_until(_contact("UTC", None, None), datetime(2026, 1, 15, 3, 0, tzinfo=UTC)) is None
+
+
+def test_reschedule_token_is_verifiable_and_unforgeable() -> None:
+    sid = uuid.uuid4()
+    token = reschedule_token(sid, "s" * 32)
+    assert verify_token(token, "s" * 32) == sid
+    with pytest.raises(BadToken):
+        verify_token(token, "t" * 32)
+    other = reschedule_token(uuid.uuid4(), "s" * 32)
+    with pytest.raises(BadToken):
+        verify_token(token.split(".")[0] + "." + other.split(".")[1], "s" * 32)
+    with pytest.raises(BadToken):
+        verify_token("garbage", "s" * 32)
+
+
+def test_settings_accept_env_json() -> None:
+    cfg = NotifierSettings.model_validate({"windows": '{"PICKUP": 3}', "twilio": {"base_url": "http://x"}})
+    assert cfg.windows == {"PICKUP": 3} and cfg.twilio.base_url == "http://x"

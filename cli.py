@@ -126,6 +126,8 @@ def run(
     from topologies.lint import TopologyError, load_topology
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # the twilio client logs every request and header at INFO
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
     s = get_settings()
     try:
         spec = load_topology(file)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import secrets
 import uuid
@@ -129,7 +130,13 @@ _TZ_BY_STATE = {
 }
 _SPANISH_HEAVY = {"TX", "CA", "FL", "NM", "AZ", "NV"}
 _MERCHANTS = ["Acme Outfitters", "Blue Heron Books", "Cedar & Co", "Delta Electronics", "Evergreen Pantry"]
+# Where simulated app users' devices receive pushes; the main job points it at the local provider
+# sandbox (notifier/sandbox.py) so its pushes are delivered and visible.
 PUSH_BASE = "https://push.parcel.example/v1/devices"
+
+
+def _push_base() -> str:
+    return os.environ.get("PARCEL_PUSH_BASE", PUSH_BASE)
 
 
 def _preferences(rng: random.Random, state: str | None) -> dict[str, object]:
@@ -143,7 +150,7 @@ def _preferences(rng: random.Random, state: str | None) -> dict[str, object]:
         "timezone": _TZ_BY_STATE.get(state or "", "America/New_York"),
         "quiet_hours_start": start, "quiet_hours_end": end,
         "opt_in_sms": rng.random() < 0.75, "opt_in_email": rng.random() < 0.95, "opt_in_push": app_user,
-        "push_endpoint": f"{PUSH_BASE}/{uuid.UUID(int=rng.getrandbits(128), version=4).hex}" if app_user else None,
+        "push_endpoint": f"{_push_base()}/{uuid.UUID(int=rng.getrandbits(128), version=4).hex}" if app_user else None,
     }
 
 

@@ -51,7 +51,7 @@ class NotifierSettings(_Strict):
     rules_file: Path = NOTIFICATIONS_DIR / "rules.yaml"
     templates_dir: Path = NOTIFICATIONS_DIR / "templates"
     # Base of the links in messages: the tracking page and the reschedule form (/r/{token}).
-    public_base_url: str = "http://127.0.0.1:8000"
+    public_base_url: str = "http://127.0.0.1:8080"  # the API (api.port) serves /t/ and /r/
     # Dedupe window per event type (seconds); overrides the rules file's `windows`.
     windows: dict[str, int] = Field(default_factory=dict)
     # Provider rate limits (python-limits syntax), enforced through Redis so every process of the

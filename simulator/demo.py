@@ -5,15 +5,19 @@ Cassandra with its ETA."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 
 from config.settings import ROOT, Settings
+from notifier import sandbox
 from simulator.live import plan_day, run_day
 from stack.migrations import cassandra_session
 from topologies import jobs
@@ -23,21 +27,54 @@ PIPELINE = ROOT / "topologies" / "scan_pipeline.yaml"
 # The other streaming jobs of the main job, each with its own /metrics port (metrics.port + offset);
 # the driver-locations job (+1) and the API are started by simulator.driver.live_demo.
 JOBS = (
+    ("notifier", ROOT / "topologies" / "notifier.yaml", 2),
     ("route-planner", ROOT / "topologies" / "route_planner.yaml", 3),
     ("route-planner-reschedules", ROOT / "topologies" / "route_planner_reschedules.yaml", 4),
 )
 
 
-def committed_lag(settings: Settings, group: str = "scan-pipeline") -> int:
-    return group_lag(settings.kafka.bootstrap_servers, group, settings.kafka.topics["scan_events"])
+def committed_lag(settings: Settings, group: str = "scan-pipeline", topic: str = "scan_events") -> int:
+    return group_lag(settings.kafka.bootstrap_servers, group, settings.kafka.topics[topic])
+
+
+def _api_url(settings: Settings) -> str:
+    return settings.api.public_url or f"http://{settings.api.host}:{settings.api.port}"
+
+
+def _report_messages(settings: Settings, outbox: Path, echo: Callable[[str], None]) -> None:
+    """What the customers heard: the notifier's sends as the provider sandbox received them."""
+    t0 = time.monotonic()
+    # `notifications` is written in transactions: each partition ends with a commit marker that a
+    # consumer never commits past, so one record per partition of "lag" is drained.
+    drained = settings.kafka.partitions
+    while time.monotonic() - t0 < 120 and committed_lag(settings, "notifier", "notifications") > drained:
+        time.sleep(2)
+    time.sleep(3)  # the last batch's sends
+    lines = outbox.read_text(encoding="utf-8").splitlines() if outbox.exists() else []
+    msgs = [json.loads(line) for line in lines]
+    by_channel = Counter(m["channel"] for m in msgs)
+    echo("\nnotifications received by the provider sandbox so far: "
+         + (", ".join(f"{k} {v}" for k, v in sorted(by_channel.items())) or "none") + f"  ({outbox})")
+    sms = [m for m in msgs if m["channel"] == "sms"]
+    if sms:
+        echo(f"  last SMS to {sms[-1]['to']}: {sms[-1]['body']}")
 
 
 def run_demo(settings: Settings, shipments: int, seed: int | None, echo: Callable[[str], None]) -> None:
     port = settings.metrics.port
     job = jobs.start(settings, "scan-pipeline", PIPELINE, port)
     echo(f"scan-pipeline job running (pid {job.pid}), log {job.log}")
+    # Customers' messages go to a local provider sandbox (Twilio API, SMTP, push), not the internet.
+    outbox = Path(settings.stack.dir) / "sandbox" / "messages.jsonl"
+    box = jobs.start_command(settings, "provider-sandbox", ["-m", "notifier.sandbox", "--out", str(outbox)])
+    echo(f"provider sandbox running (pid {box.pid}): messages to {outbox}")
+    os.environ["PARCEL_PUSH_BASE"] = sandbox.push_base()  # the simulated recipients' app endpoints
+    # The sandbox is no long code: no one-SMS-a-second limit for the demo's day of messages.
+    notifier_env = {**sandbox.sandbox_env(), "PARCEL_NOTIFIER__PUBLIC_BASE_URL": _api_url(settings),
+                    "PARCEL_NOTIFIER__RATE_LIMITS": json.dumps({c: "200/second" for c in ("sms", "email", "push")})}
     for name, topology, offset in JOBS:
-        other = jobs.start(settings, name, topology, port + offset)
+        other = jobs.start(settings, name, topology, port + offset,
+                           env=notifier_env if name == "notifier" else None)
         echo(f"{name} job running (pid {other.pid}), metrics on :{port + offset}, log {other.log}")
     seed = random.randrange(1 << 30) if seed is None else seed
     # the day is cut 8 hours before now: some parcels are still on their way, with a live ETA
@@ -79,6 +116,7 @@ def run_demo(settings: Settings, shipments: int, seed: int | None, echo: Callabl
                      f"{row.facility_id or ''} {row.reason_code or ''}")
         finally:
             cluster.shutdown()
+    _report_messages(settings, outbox, echo)
     echo(f"\nmetrics:  http://127.0.0.1:{port}/metrics   (parcel_step_records_total, parcel_dead_letters_total, ...)")
     echo("topology: .venv/bin/parcel describe topologies/scan_pipeline.yaml")
 

@@ -50,17 +50,25 @@ def job(settings: Settings, name: str, metrics_port: int = 0) -> Job:
     return Job(name, pid, log, metrics_port)
 
 
-def start(settings: Settings, name: str, topology: Path, metrics_port: int, instance_id: str = "1") -> Job:
+def start(settings: Settings, name: str, topology: Path, metrics_port: int, instance_id: str = "1",
+          env: dict[str, str] | None = None) -> Job:
     """Start `parcel run topology` detached unless it already runs; returns the job."""
+    return start_command(settings, name, [str(ROOT / "cli.py"), "run", str(topology), "--metrics-port",
+                                          str(metrics_port), "--instance-id", instance_id],
+                         metrics_port, env=env)
+
+
+def start_command(settings: Settings, name: str, args: list[str], metrics_port: int = 0,
+                  env: dict[str, str] | None = None) -> Job:
+    """Start `python ARGS` detached (own session, pid file, log) unless it already runs."""
     current = job(settings, name, metrics_port)
     if current.running:
         return current
     pid_file, log = _paths(settings, name)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "cli.py"), "run", str(topology), "--metrics-port", str(metrics_port),
-             "--instance-id", instance_id],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, **(env or {})},
         )
     pid_file.write_text(str(proc.pid))
     time.sleep(1.0)

@@ -89,6 +89,9 @@ def test_tracking_events_partition_reads_in_scan_order(stack: Settings) -> None:
         cluster.shutdown()
 
 
+HEAD = "0003"  # the newest revision under stack/alembic/versions/
+
+
 def test_postgres_migrations_up_down_up(stack: Settings) -> None:
     """On a scratch database, so the suite's own data is untouched."""
     db = f"migtest_{uuid.uuid4().hex[:8]}"
@@ -97,18 +100,21 @@ def test_postgres_migrations_up_down_up(stack: Settings) -> None:
         conn.execute(f'CREATE DATABASE "{db}"')
     try:
         scratch = load_settings(postgres={"dsn": f"postgresql://tracking@{host}:{port}/{db}"})
-        assert migrations.migrate_postgres(scratch) == "0001"
-        assert migrations.migrate_postgres(scratch) == "0001"  # idempotent
+        assert migrations.migrate_postgres(scratch) == HEAD
+        assert migrations.migrate_postgres(scratch) == HEAD  # idempotent
         with psycopg.connect(scratch.postgres.dsn) as conn:
             tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
-            assert {"shipments", "facilities", "recipients", "reschedule_requests"} <= tables
+            assert {"shipments", "facilities", "recipients", "reschedule_requests", "delivered_notifications",
+                    "notification_outbox", "exception_events", "routes", "route_stops"} <= tables
             enums = {r[0] for r in conn.execute("SELECT typname FROM pg_type WHERE typtype='e'")}
             assert {"shipment_status", "service_level", "facility_type"} <= enums
         assert migrations.migrate_postgres(scratch, "base") is None
         with psycopg.connect(scratch.postgres.dsn) as conn:
             assert conn.execute("SELECT to_regclass('public.shipments')").fetchone()[0] is None
             assert not conn.execute("SELECT 1 FROM pg_type WHERE typname='shipment_status'").fetchone()
-        assert migrations.migrate_postgres(scratch) == "0001"
+        assert migrations.migrate_postgres(scratch) == HEAD
+        assert migrations.migrate_postgres(scratch, "-2") == "0001"  # the newer downgrades run too
+        assert migrations.migrate_postgres(scratch) == HEAD
     finally:
         with psycopg.connect(stack.postgres.dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)')

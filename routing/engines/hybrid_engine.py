@@ -1,10 +1,12 @@
 """LKH-3 then PyVRP, for one driver's windowed day from the depot (the 150-stop day of
-docs/bench/routing.md).
+docs/bench/routing.md). Resolvable by name (a request may force `"engine": "hybrid"`), but no longer chosen
+by `planner.choose_engine`: once PyVRP's time-warp penalty started at the cost of travel, PyVRP alone gave
+better 5 s plans on 6 of 10 seeds, because the warm start from the LKH tour held it in a worse basin.
 
-Why: PyVRP alone runs ~500 iterations/s on one 150-stop route with windows and starts from an empty
-route with every stop optional, so on tight days its 5 s plan still left stops out and was up to 15 %
-behind its 30 s plan. LKH-3 solves TSPTW well (Dumas: optimal on every instance) but takes one hard window
-per stop and every stop required. So:
+Why it was built: PyVRP alone, then with its default penalties, runs ~500 iterations/s on one 150-stop
+route with windows and starts from an empty route with every stop optional, so on tight days its 5 s plan
+still left stops out and was up to 15 % behind its 30 s plan. LKH-3 solves TSPTW well (Dumas: optimal on
+every instance) but takes one hard window per stop and every stop required. So:
 
 1. LKH-3 on the stops with at most one window (a TSPTW: all required, capacity dropped, which
    `supports` allows only when the whole day fits the van), for a quarter of the budget;

@@ -120,3 +120,54 @@ def test_cheapest_insertion_keeps_windows_and_reports_what_does_not_fit() -> Non
     p.jobs[5] = Job(6, windows=((0, 20), (30, 40)))  # unreachable in time from any position
     tour, missing = insert_cheapest(p, [0, 1, 2, 3, 4], [5])
     assert tour == [0, 1, 2, 3, 4] and missing == [5]
+
+
+def _day_problem(monkeypatch: pytest.MonkeyPatch, seed: int) -> Problem:
+    """The planner's Problem for the seeded 150-stop day of routing/bench_day.py (every stop optional)."""
+    from routing import planner
+    from routing.bench_day import make_day
+    from routing.engines import EngineResult
+
+    seen: list[Problem] = []
+
+    class Capture:
+        name = "capture"
+
+        def supports(self, problem: Problem) -> None:
+            return None
+
+        def solve(self, problem: Problem, time_limit: float, seed: int = 0) -> EngineResult:
+            seen.append(problem)
+            return EngineResult([[] for _ in problem.vehicles])
+
+    monkeypatch.setattr(planner, "get_engine", lambda name: Capture())
+    planner.plan(make_day(seed))
+    return seen[0]
+
+
+def test_pyvrp_fits_every_stop_of_a_tight_day_within_few_iterations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed 5 is the tightest day: with PyVRP's default time-warp penalty it kept 149 of 150 stops for
+    seconds; starting the penalty at the cost of travel fits all 150. Iterations, not seconds, bound the
+    search, so the result does not depend on the machine's load."""
+    import pyvrp
+    from pyvrp.stop import MaxIterations
+
+    from routing.engines.pyvrp_engine import _search, _time_unit_cost, build
+
+    problem = _day_problem(monkeypatch, 5)
+    assert _time_unit_cost(problem) == 600  # the planner's COST_SCALE
+    data, client_job, _ = build(problem)
+    res = _search(problem, data, MaxIterations(300), 5, None, pyvrp.SolveParams())
+    served = [client_job[a.idx] for r in res.best.routes() for a in r.schedule() if a.is_client()]
+    assert res.is_feasible()
+    assert sorted(served) == list(range(len(problem.jobs)))
+
+
+def test_time_unit_cost_is_one_when_cost_is_travel_time() -> None:
+    """Benchmark problems cost travel time itself (Solomon, Dumas), and keep every stop required, so
+    `_search` leaves PyVRP's default penalties for them."""
+    from routing.engines.pyvrp_engine import _time_unit_cost
+
+    problem = line_tsptw()
+    assert all(j.required for j in problem.jobs)
+    assert _time_unit_cost(problem) == 1.0

@@ -145,13 +145,15 @@ def drive_to(
 
 
 def scan(shipment_id: uuid.UUID | str, event_type: str, at: datetime, *, facility_id: str | None = None,
-         driver_id: str | None = None, reason_code: str | None = None) -> dict[str, Any]:
+         driver_id: str | None = None, reason_code: str | None = None, route_id: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"event_id": str(uuid.uuid4()), "shipment_id": str(shipment_id), "event_type": event_type,
                             "scan_device_id": "sim-driver-app", "created_at": at.isoformat()}
     if facility_id:
         body["facility_id"] = facility_id
     if driver_id:
         body["driver_id"] = driver_id
+    if route_id:
+        body["route_id"] = route_id
     if reason_code:
         body["reason_code"] = reason_code
     return body
@@ -180,7 +182,9 @@ def out_for_delivery(settings: Settings, driver_id: str, *, destination: str | N
         scan(sid, "PICKUP", now - timedelta(hours=26), facility_id=origin),
         scan(sid, "DEPARTURE", now - timedelta(hours=25), facility_id=origin),
         scan(sid, "ARRIVAL", now - timedelta(hours=4), facility_id=station),
-        scan(sid, "OUT_FOR_DELIVERY", now - timedelta(minutes=20), facility_id=station, driver_id=driver_id),
+        # with a route: the route planner plans it, and the page shows "stop k of n"
+        scan(sid, "OUT_FOR_DELIVERY", now - timedelta(minutes=20), facility_id=station, driver_id=driver_id,
+             route_id=f"{driver_id}-{now:%Y%m%d}"),
     ])
     return label
 

@@ -79,6 +79,19 @@ def group_lag(settings: Settings, group: str, topic: str = "scan-events") -> int
     return lag_of_group(settings.kafka.bootstrap_servers, group, topic)
 
 
+def committed_offsets(settings: Settings, group: str, topic: str = "scan-events") -> dict[int, int]:
+    """The group's committed offset per partition of `topic` (-1: none). Under exactly-once the
+    offsets commit in the same transaction as the job's output, so everything the job produced
+    from records below them is readable (read_committed)."""
+    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": group,
+                  "enable.auto.commit": False})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return {tp.partition: tp.offset for tp in c.committed([TopicPartition(topic, p) for p in parts], timeout=10)}
+    finally:
+        c.close()
+
+
 def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
     c = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": f"wm-{uuid.uuid4()}"})
     try:

@@ -31,24 +31,30 @@ class Process:
         self.cmd, self.log, self.env = cmd, log, env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Process:
+    def start(self, **extra_env: str) -> Process:
         out = open(self.log, "ab")
         self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True, stdin=subprocess.DEVNULL,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **extra_env})
         return self
+
+    def kill9(self) -> None:
+        """SIGKILL the whole process group: no shutdown hook, no final commit."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
 
     def assert_alive(self) -> None:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"{self.cmd[2:5]} exited with {self.proc.returncode}:\n"
+            raise AssertionError(f"{' '.join(self.cmd[1:4])} exited with {self.proc.returncode}:\n"
                                  f"{self.log.read_text(errors='replace')[-4000:]}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(30)
@@ -85,13 +91,21 @@ def start_at_end(settings: Settings, group: str, topic: str) -> None:
         c.close()
 
 
+def topology_process(topology: Path, group: str, state_dir: Path, log: Path, *, instance_id: str | None = "1",
+                     env: dict[str, str] | None = None) -> Process:
+    """`parcel run TOPOLOGY` in a given consumer group and state dir, metrics off (not started)."""
+    return Process([sys.executable, "cli.py", "run", str(topology), "--metrics-port", "0", "--group", group,
+                    "--state-dir", str(state_dir), *(["--instance-id", instance_id] if instance_id else [])],
+                   log, env)
+
+
 def driver_locations_job(settings: Settings, workdir: Path, *, env: dict[str, str] | None = None,
                          group: str | None = None) -> Process:
     """The driver-locations topology in a fresh consumer group that starts at the topic's end."""
     group = group or f"test-driver-locations-{uuid.uuid4().hex[:8]}"
     start_at_end(settings, group, settings.kafka.topics["driver_locations"])
-    return Process([sys.executable, "cli.py", "run", str(DRIVER_TOPOLOGY), "--metrics-port", "0", "--group", group,
-                    "--state-dir", str(workdir / group)], workdir / f"{group}.log", env).start()
+    return topology_process(DRIVER_TOPOLOGY, group, workdir / group, workdir / f"{group}.log", instance_id=None,
+                            env=env).start()
 
 
 def wait_for(condition: Any, timeout: float, what: str, *procs: Process, every: float = 0.2) -> Any:

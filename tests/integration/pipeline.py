@@ -4,10 +4,6 @@ separate process, and read back what it wrote to Kafka, Cassandra and PostgreSQL
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -17,6 +13,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
+from api.testing import Process, start_at_end, topology_process
 from config.settings import Settings
 from stack.migrations import cassandra_session
 from topologies.lag import group_lag as lag_of_group
@@ -25,53 +22,19 @@ ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGY = ROOT / "topologies" / "scan_pipeline.yaml"
 
 
-class PipelineProcess:
+class PipelineProcess(Process):
     """`parcel run topologies/scan_pipeline.yaml` in its own process group."""
 
     def __init__(self, group: str, state_dir: Path, log: Path, instance_id: str | None = "1") -> None:
-        self.group, self.state_dir, self.log, self.instance_id = group, state_dir, log, instance_id
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> PipelineProcess:
-        out = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "cli.py", "run", str(TOPOLOGY), "--metrics-port", "0", "--group", self.group,
-             "--state-dir", str(self.state_dir), *(["--instance-id", self.instance_id] if self.instance_id else [])],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        return self
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
-
-    def assert_alive(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"pipeline exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+        self.group, self.state_dir, self.instance_id = group, state_dir, instance_id
+        p = topology_process(TOPOLOGY, group, state_dir, log, instance_id=instance_id)
+        super().__init__(p.cmd, log)
 
 
 def start_group_at_end(settings: Settings, group: str, topic: str = "scan-events") -> None:
     """Commit the topic's current end offsets for a new consumer group, so a test's pipeline reads
     only what the test produces (not every earlier run's history)."""
-    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": group,
-                  "enable.auto.commit": False})
-    try:
-        ends = high_watermarks(settings, topic)
-        c.commit(offsets=[TopicPartition(topic, p, o) for p, o in ends.items()], asynchronous=False)
-    finally:
-        c.close()
+    start_at_end(settings, group, topic)
 
 
 def group_lag(settings: Settings, group: str, topic: str = "scan-events") -> int:
@@ -162,7 +125,7 @@ def tracking_events(settings: Settings, ids: Iterable[str]) -> dict[str, list[An
         cluster.shutdown()
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, proc: PipelineProcess | None = None,
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, proc: Process | None = None,
              interval: float = 1.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -176,4 +139,4 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, proc: Pip
         lines = [ln for ln in proc.log.read_text(errors="replace").splitlines()
                  if "dead letter" not in ln and "invalid transition" not in ln]
         tail = "\n".join(lines[-40:])
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; pipeline log:\n{tail}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; log:\n{tail}")

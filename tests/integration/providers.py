@@ -6,12 +6,8 @@ harness of the notifier tests: the job as a separate process, and recipients/shi
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,6 +25,9 @@ from urllib.parse import parse_qs
 import psycopg
 from aiosmtpd.controller import Controller
 from confluent_kafka import Producer
+
+from api.testing import Process, topology_process
+from tests.integration.pipeline import wait_for as pipeline_wait_for
 
 
 @dataclass
@@ -174,51 +173,19 @@ TOPOLOGY = ROOT / "topologies" / "notifier.yaml"
 TOPIC = "notifications"
 
 
-class NotifierProcess:
+class NotifierProcess(Process):
+    """`parcel run topologies/notifier.yaml` with the providers' settings in its environment."""
+
     def __init__(self, group: str, env: dict[str, str], log: Path, state_dir: Path,
                  topology: Path = TOPOLOGY) -> None:
-        self.group, self.env, self.log, self.state_dir, self.topology = group, env, log, state_dir, topology
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, **extra_env: str) -> NotifierProcess:
-        out = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "cli.py", "run", str(self.topology), "--metrics-port", "0", "--group", self.group,
-             "--state-dir", str(self.state_dir), "--instance-id", "1"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **extra_env})
-        return self
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
-
-    def assert_alive(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"notifier exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+        self.group, self.state_dir, self.topology = group, state_dir, topology
+        p = topology_process(topology, group, state_dir, log, env=env)
+        super().__init__(p.cmd, log, env)
 
 
-def wait_for(cond: Callable[[], bool], timeout: float, what: str, proc: NotifierProcess | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None:
-            proc.assert_alive()
-        if cond():
-            return
-        time.sleep(0.25)
-    tail = proc.log.read_text(errors="replace")[-3000:] if proc is not None else ""
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, proc: Process | None = None) -> None:
+    """The pipeline harness's wait, polling every 0.25 s (the dedupe-window tests are timed)."""
+    pipeline_wait_for(cond, timeout, what, proc, interval=0.25)
 
 
 def process_env(providers: Providers) -> dict[str, str]:

@@ -107,6 +107,11 @@ class CassandraTrackingEventsSink(BatchingSink):
         self._session = self._cluster.connect(self._keyspace)
         self._session.default_timeout = self._config.request_timeout_s
         self._insert = self._session.prepare(INSERT)
+        self._refresh_topology()
+
+    def _refresh_topology(self) -> None:
+        """Once per checkpoint, not per row: with a single node every row shares one replica set."""
+        self._multi_node = len(self._cluster.metadata.all_hosts()) > 1
 
     # Rows go out as UNLOGGED batches of up to `batch_rows` rows that share a replica set (token-aware
     # grouping): one request and one future per batch instead of per row, which is most of the
@@ -114,11 +119,10 @@ class CassandraTrackingEventsSink(BatchingSink):
     # unlogged batch gives no atomicity, which a replayable idempotent write does not need.
 
     def _replica(self, row: tuple[Any, ...]) -> Any:
-        meta = self._cluster.metadata
-        if len(meta.all_hosts()) <= 1:
+        if not self._multi_node:
             return None
         # Grouped by replica set, as the Spark Cassandra Connector's batch.grouping.key=replica_set.
-        return frozenset(meta.get_replicas(self._keyspace, self._insert.bind(row).routing_key))
+        return frozenset(self._cluster.metadata.get_replicas(self._keyspace, self._insert.bind(row).routing_key))
 
     def _send(self, rows: list[tuple[Any, ...]]) -> Any:
         from cassandra.query import BatchStatement, BatchType
@@ -169,6 +173,7 @@ class CassandraTrackingEventsSink(BatchingSink):
         """The checkpoint's scans (all partitions). Started ones are awaited; failed inserts get one
         more concurrent try, then backpressure."""
         t0 = time.perf_counter()
+        self._refresh_topology()
         if self._begun == len(scans):
             for rows in self._open.values():
                 self._start(rows)

@@ -1,10 +1,14 @@
 """normalize_event: an (enriched) `AcceptedScan` in, the normalized event of DESIGN.md section 3
-out, as a JSON-ready dict: the value published on `notifications`, one per accepted scan."""
+out, as a dict ready for orjson: the value published on `notifications`, one per accepted scan.
+
+Times stay `datetime`s here: the engine serializes the dict in one orjson pass (RFC 3339, as
+`datetime.isoformat` writes them), which costs a fraction of formatting each one in Python."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from models.eta.base import Eta
 from operators.registry import BuildContext, Emit, Outcome, StepConfig, StepContext, operator
 from operators.transition import AcceptedScan
 
@@ -37,8 +41,8 @@ def normalized_event(scan: AcceptedScan, *, include_driver: bool = True) -> dict
         "reason_code": ev.reason_code.value if ev.reason_code else None,
         "attempt_count": scan.attempt_count,
         "facility": facility,
-        "created_at": ev.created_at.isoformat(),
-        "eta": scan.eta.to_json() if scan.eta is not None else None,
+        "created_at": ev.created_at,
+        "eta": eta_body(scan.eta) if scan.eta is not None else None,
         "return_shipment": (
             {"shipment_id": str(ret.shipment_id), "tracking_number": ret.tracking_number}
             if ret is not None
@@ -50,6 +54,16 @@ def normalized_event(scan: AcceptedScan, *, include_driver: bool = True) -> dict
         out["driver_id"] = ev.driver_id
         out["route_id"] = ev.route_id
     return out
+
+
+def eta_body(eta: Eta) -> dict[str, Any]:
+    """`Eta.to_json()` with the times left to the serializer."""
+    return {
+        "at": eta.at,
+        "source": eta.source,
+        "interval": {"low": eta.low, "high": eta.high},
+        "model_version": eta.model_version,
+    }
 
 
 class NormalizeEventStep:

@@ -343,7 +343,10 @@ def _save(state: StateLike, shipment: ShipmentState, seen: list[str]) -> None:
 
 
 def _remember(seen: list[str], new_ids: list[str], limit: int) -> list[str]:
-    merged = [s for s in seen if s not in new_ids] + [n for n in dict.fromkeys(new_ids)]
+    if len(new_ids) == 1 and new_ids[0] not in seen:  # the common case: one new accepted id
+        merged = [*seen, new_ids[0]]
+    else:
+        merged = [s for s in seen if s not in new_ids] + [n for n in dict.fromkeys(new_ids)]
     return merged[-limit:]
 
 

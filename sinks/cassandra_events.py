@@ -41,8 +41,10 @@ class CassandraEventsConfig(StepConfig):
     # Inserts started ahead of the checkpoint and not yet confirmed; past this the oldest is awaited.
     max_in_flight: int = Field(default=4096, ge=1, le=65536)
     # Rows per unlogged batch (one request). Keep batches under Cassandra's
-    # batch_size_warn_threshold (stack/cassandra/cassandra.yaml sets 16 KiB; rows are ~0.4 KiB).
-    batch_rows: int = Field(default=16, ge=1, le=256)
+    # batch_size_warn_threshold (stack/cassandra/cassandra.yaml sets 64 KiB; rows are ~0.55 KiB).
+    # Measured on one node: 64 rows per batch cost Cassandra ~35% less CPU per row than 16, and the
+    # driver a quarter of the requests; 128 cost more again.
+    batch_rows: int = Field(default=64, ge=1, le=256)
 
 
 def event_rows(scan: AcceptedScan, now: datetime, partition: int | None = None,

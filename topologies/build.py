@@ -56,8 +56,8 @@ from topologies.runtime import (
     OperatorNode,
     SinkNode,
     compile_topology,
-    jsonable,
     output_key,
+    serialize,
 )
 from topologies.spec import TopologySpec
 
@@ -246,10 +246,10 @@ class HeadRoute:
             self._tail.add_row(value, meta)
             return
         if self._outputs:
-            body = jsonable(value)
             producer = self._app._producer  # noqa: SLF001 - the checkpoint's (transactional) producer
+            body, payload = serialize(value)
             for output, topic in self._outputs:
-                producer.produce(topic=topic, key=output_key(body, output, key), value=orjson.dumps(body))
+                producer.produce(topic=topic, key=output_key(body, output, key), value=payload)
 
 
 def produce_dead_letter(app: Application, topology: str, topic: str | None, record: DeadLetterRecord,
@@ -364,11 +364,13 @@ class FlushTail(BatchingSink):
         if metrics is not None and persisted:
             now_ms = time.time() * 1000
             metrics.persisted_many([(now_ms - m.timestamp_ms) / 1000 for m in persisted])
-        bodies = [jsonable(v) for v in values]
+        if not self._compiled.outputs:
+            return
+        encoded = [serialize(v) for v in values]
         for output in self._compiled.outputs:
             topic = self._outputs[output.topic].name
-            for body, m in zip(bodies, metas, strict=True):
-                producer.produce(topic=topic, key=output_key(body, output, m.key), value=orjson.dumps(body))
+            for (body, payload), m in zip(encoded, metas, strict=True):
+                producer.produce(topic=topic, key=output_key(body, output, m.key), value=payload)
 
 
 def _per_partition(values: list[Any], metas: list[MessageMeta]) -> list[SinkBatch]:

@@ -218,6 +218,17 @@ def jsonable(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, default=_default))
 
 
+def serialize(value: Any) -> tuple[Any, bytes]:
+    """A published value's JSON bytes and the value its output key is read from. A dict (e.g. a
+    normalized event) goes to orjson as it is, in one pass: datetimes, UUIDs and enums come out as
+    `jsonable` would write them (RFC 3339, canonical text, the enum's value); anything else is
+    made plain first."""
+    if isinstance(value, dict):
+        return value, orjson.dumps(value, default=_default)
+    body = jsonable(value)
+    return body, orjson.dumps(body)
+
+
 def output_key(value: Any, output: OutputSpec, original: Any) -> Any:
     """The Kafka key of a published value: a field of the value, or the input record's key."""
     if output.key is None:

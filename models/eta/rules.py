@@ -160,12 +160,15 @@ class RuleEstimator:
         lo_d = np.where(zero, ev_d, np.maximum(lo_d, ev_d))
         hi_d = np.maximum(hi_d, at_d)
         hour = time(self.config.eta_hour)
+        # datetime64[D] -> datetime.date in one C pass (a numpy scalar per row costs ~10x more)
+        at_days, lo_days, hi_days = at_d.tolist(), lo_d.tolist(), hi_d.tolist()
+        combine = datetime.combine
         for k, i in enumerate(rows):
             ev = _aware(requests[i].event_at)
             tz = ev.tzinfo
-            at = datetime.combine(at_d[k].astype(date), hour, tzinfo=tz)
-            low = datetime.combine(lo_d[k].astype(date), hour, tzinfo=tz)
-            high = datetime.combine(hi_d[k].astype(date), hour, tzinfo=tz)
+            at = combine(at_days[k], hour, tzinfo=tz)
+            low = combine(lo_days[k], hour, tzinfo=tz)
+            high = combine(hi_days[k], hour, tzinfo=tz)
             if at < ev:  # late-evening out-for-delivery scan: not before the scan itself
                 at = ev + timedelta(hours=1)
                 high = max(high, at)

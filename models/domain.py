@@ -177,7 +177,7 @@ class AttemptPolicy(BaseModel):
         )
 
 
-EtaSource = Literal["model", "rule"]
+EtaSource = Literal["model", "rule", "route"]  # route: the planned arrival on a driver route
 
 
 # --- Additions for the scan pipeline (operators/transition.py, sinks, notifier) --------------------

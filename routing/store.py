@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.rows import dict_row
 
@@ -91,6 +92,21 @@ class PlannedRow:
     planned_departure: datetime | None
     status: str
     unserved_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStop:
+    """A planned stop still ahead whose shipment is out for delivery: what its route ETA needs."""
+
+    shipment_id: uuid.UUID
+    stops_ahead: int  # planned stops before it on the route
+    planned_arrival: datetime
+    service_level: str
+    created_at: datetime
+    dest_lat: float | None
+    dest_lng: float | None
+    attempt_count: int
+    weight_grams: int | None
 
 
 def _as_uuid(v: uuid.UUID | str) -> uuid.UUID:
@@ -194,6 +210,45 @@ class RouteStore:
             "UPDATE routes SET engine = %s, objective = %s, plan_version = plan_version + 1, planned_at = %s, "
             "last_source = COALESCE(%s, last_source), updated_at = now() WHERE route_id = %s",
             (engine, objective, planned_at, source, route_id))
+
+    @staticmethod
+    def open_stops_out_for_delivery(conn: psycopg.Connection[Any], rows: list[PlannedRow]) -> list[OpenStop]:
+        """The plan's stops still ahead, in planned order, whose shipment is out for delivery, with
+        what the ETA needs: the stops before each one and the shipment's facts."""
+        ahead = sorted((r for r in rows if r.seq is not None and r.status == PLANNED and r.planned_arrival is not None),
+                       key=lambda r: r.seq or 0)
+        if not ahead:
+            return []
+        facts = {r[0]: r[1:] for r in conn.execute(
+            "SELECT shipment_id, service_level::text, created_at, dest_lat, dest_lng, attempt_count, weight_grams "
+            "FROM shipments WHERE shipment_id = ANY(%s) AND status = 'OUT_FOR_DELIVERY'",
+            ([r.shipment_id for r in ahead],)).fetchall()}
+        out = []
+        for k, r in enumerate(ahead):
+            f = facts.get(r.shipment_id)
+            if f is not None:
+                assert r.planned_arrival is not None
+                out.append(OpenStop(r.shipment_id, k, r.planned_arrival, f[0], f[1], f[2], f[3], f[4] or 0, f[5]))
+        return out
+
+    @staticmethod
+    def set_route_etas(conn: psycopg.Connection[Any], etas: list[tuple[uuid.UUID, Any]]) -> int:
+        """Store ETAs (models.eta.base.Eta) on shipments still out for delivery; returns rows changed.
+        The status guard keeps a plan from overwriting a shipment the pipeline has moved on since."""
+        rows = [{"shipment_id": sid, "eta": e.at, "source": e.source, "low": e.low, "high": e.high,
+                 "model_version": e.model_version} for sid, e in etas if e.at is not None]
+        if not rows:
+            return 0
+        cur = conn.execute(
+            "UPDATE shipments AS s SET eta = v.eta, eta_source = v.source, "
+            "eta_interval = CASE WHEN v.low IS NULL OR v.high IS NULL THEN NULL "
+            "ELSE tstzrange(LEAST(v.low, v.high), GREATEST(v.low, v.high), '[]') END, "
+            "model_version = v.model_version, updated_at = now() "
+            "FROM json_to_recordset(%s::json) AS v(shipment_id uuid, eta timestamptz, source text, low timestamptz, "
+            "high timestamptz, model_version text) "
+            "WHERE s.shipment_id = v.shipment_id AND s.status = 'OUT_FOR_DELIVERY'",
+            (orjson.dumps(rows).decode(),))
+        return cur.rowcount
 
     @staticmethod
     def route_of(conn: psycopg.Connection[Any], shipment_id: uuid.UUID) -> str | None:

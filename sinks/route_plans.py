@@ -30,6 +30,8 @@ import psycopg
 from pydantic import Field
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
+from models.domain import EventType, ServiceLevel, Status
+from models.eta.base import EtaRequest
 from operators.registry import BuildContext, StepConfig, sink
 from operators.route_plan import RouteEvent
 from routing.models import SpeedProfile
@@ -194,5 +196,25 @@ class RoutePlansSink(BatchingSink):
             engine, objective = result.engine, result.objective
         RouteStore.save_plan(conn, route.route_id, rows, engine=engine, objective=objective, planned_at=now,
                              source=source)
-        log.info("route %s planned (%s): %d stops, %d unserved", route.route_id, engine,
-                 sum(1 for r in rows if r.seq is not None), sum(1 for r in rows if r.seq is None))
+        refreshed = self._refresh_etas(conn, rows, now)
+        log.info("route %s planned (%s): %d stops, %d unserved, %d ETAs from the plan", route.route_id, engine,
+                 sum(1 for r in rows if r.seq is not None), sum(1 for r in rows if r.seq is None), refreshed)
+
+    def _refresh_etas(self, conn: psycopg.Connection[Any], rows: list[Any], now: datetime) -> int:
+        """Each open stop's ETA from the new plan: the estimator gets its planned arrival and the stops
+        ahead of it (remaining_stops) and answers from the route (models/eta/route.py)."""
+        estimator = self._ctx.resources.estimator
+        if estimator is None:
+            return 0
+        stops = RouteStore.open_stops_out_for_delivery(conn, rows)
+        if not stops:
+            return 0
+        requests = [EtaRequest(
+            shipment_id=str(st.shipment_id), service_level=ServiceLevel(st.service_level),
+            status=Status.OUT_FOR_DELIVERY, event_type=EventType.OUT_FOR_DELIVERY, event_at=now,
+            shipment_created_at=st.created_at, dest_lat=st.dest_lat, dest_lng=st.dest_lng,
+            attempt_count=st.attempt_count, weight_kg=st.weight_grams / 1000.0 if st.weight_grams else None,
+            remaining_stops=st.stops_ahead, planned_arrival=st.planned_arrival,
+        ) for st in stops]
+        etas = estimator.estimate(requests)
+        return RouteStore.set_route_etas(conn, [(st.shipment_id, e) for st, e in zip(stops, etas, strict=True)])

@@ -52,7 +52,7 @@ def resources_for(settings: Settings, topology: str, *, serve_metrics: bool = Tr
         facilities=facilities,
         facility_lookup=facilities,
         shipments=PostgresShipments(settings),
-        estimator=load_estimator(settings.eta or None),
+        estimator=load_estimator(settings.eta or None, routes=True),
         metrics=metrics,
         secrets={SECRET_ENV: tracking_secret(settings)},
     )

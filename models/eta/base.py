@@ -42,6 +42,9 @@ class EtaRequest:
     promised_at: datetime | None = None  # delivery date promised at purchase (seller/carrier commitment)
     pickup_due_at: datetime | None = None  # deadline for the origin to hand the parcel to the carrier
     weight_kg: float | None = None       # declared parcel weight
+    # Out for delivery on a planned route: when the driver is planned to reach this stop
+    # (routing/store.py StopProgress.planned_arrival); with `remaining_stops`, the stops before it.
+    planned_arrival: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

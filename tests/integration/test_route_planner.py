@@ -128,6 +128,13 @@ def _stops(stack: Settings, route_id: str) -> dict[uuid.UUID, dict[str, Any]]:
     return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in rows}
 
 
+def _etas(stack: Settings, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[Any, ...]]:
+    with psycopg.connect(stack.postgres.dsn) as conn:
+        rows = conn.execute("SELECT shipment_id, eta, eta_source, lower(eta_interval), upper(eta_interval), "
+                            "model_version FROM shipments WHERE shipment_id = ANY(%s)", (ids,)).fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
 def _version(stack: Settings, route_id: str) -> int:
     with psycopg.connect(stack.postgres.dsn) as conn:
         row = conn.execute("SELECT plan_version FROM routes WHERE route_id = %s", (route_id,)).fetchone()
@@ -162,6 +169,13 @@ def test_route_start_plans_every_stop_in_order(stack: Settings, world: dict[str,
     last = stops[ids[-1]]
     assert (last["window_start"], last["window_end"]) == world["window"]
     assert world["window"][0] <= last["planned_arrival"] <= world["window"][1]  # service starts inside it
+    # every open stop's ETA is its planned arrival (source "route"), the band widening with the stops ahead
+    etas = _etas(stack, ids)
+    for sid, row in stops.items():
+        eta, source, low, high, version = etas[sid]
+        assert (eta, source, version) == (row["planned_arrival"], "route", "route-v1")
+        ahead = row["seq"] - 1
+        assert low == eta - timedelta(minutes=15 + 2 * ahead) and high == eta + timedelta(minutes=30 + 4 * ahead)
     store = RouteStore(stack)
     for sid, row in stops.items():
         p = store.progress(sid)
@@ -189,6 +203,11 @@ def test_delivered_and_failed_attempt_replan_with_visited_stops_fixed(stack: Set
     order = [sid for sid, _ in sorted(before.items(), key=lambda kv: kv[1]["seq"])]
     version = _version(stack, route)
     first, second = order[0], order[1]
+    # the pipeline moved the last stop's shipment on (delivered) before this re-plan: its row is not overwritten
+    moved = order[-1]
+    with psycopg.connect(stack.postgres.dsn) as conn:
+        conn.execute("UPDATE shipments SET status = 'DELIVERED', eta = NULL, eta_source = NULL, eta_interval = NULL "
+                     "WHERE shipment_id = %s", (moved,))
     _produce(stack, "notifications", [
         (str(first), _event(world, first, "DELIVERED", now + timedelta(minutes=20))),
         (str(second), _event(world, second, "DELIVERY_ATTEMPTED", now + timedelta(minutes=35),
@@ -203,6 +222,11 @@ def test_delivered_and_failed_attempt_replan_with_visited_stops_fixed(stack: Set
     assert [s for s, _ in rest] == list(range(3, N + 1))
     # the remaining stops start from where the driver is now, after the attempt
     assert rest[0][1] >= now + timedelta(minutes=35)
+    etas = _etas(stack, world["ids"])
+    for sid, row in after.items():
+        if row["status"] == "planned" and sid != moved:  # ETAs follow the new plan
+            assert etas[sid][:2] == (row["planned_arrival"], "route")
+    assert etas[moved][:2] == (None, None)
     p = RouteStore(stack).progress(next(s for s, r in after.items() if r["seq"] == 3))
     assert p is not None and (p.stop_number, p.total_stops, p.stops_remaining) == (3, N, 0)
     p_last = RouteStore(stack).progress(next(s for s, r in after.items() if r["seq"] == N))

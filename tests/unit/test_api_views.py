@@ -71,6 +71,8 @@ def test_eta_says_estimated_for_the_rule_fallback() -> None:
     assert rule is not None and rule["estimated"] is True and rule["source"] == "rule"
     assert rule["interval"]["from"].startswith("2026-03-03T08:00")
     assert eta_view(row(eta=None)) is None
+    route = eta_view(row(eta_source="route", model_version="route-v1"))
+    assert route is not None and route["source"] == "route" and route["estimated"] is False
 
 
 def test_public_view_has_no_personal_data_and_rounds_the_destination() -> None:

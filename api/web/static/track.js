@@ -109,7 +109,8 @@
       var p = document.getElementById("eta");
       if (p) {
         if (s.eta && s.eta.at) {
-          var word = s.eta.source === "rule" || s.eta.estimated ? "Estimated delivery" : "Expected delivery";
+          var word = s.eta.source === "route" ? "Your driver is due"
+            : s.eta.source === "rule" || s.eta.estimated ? "Estimated delivery" : "Expected delivery";
           var iv = s.eta.interval || {};
           p.textContent = word + ": " + fmt(s.eta.at) + (iv.from && iv.to ? " (between " + fmt(iv.from) + " and " + fmt(iv.to) + ")" : "");
         } else {

@@ -10,9 +10,11 @@ an outcome that was unknown at the request's moment.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timezone
+from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
@@ -60,6 +62,12 @@ FEATURES: dict[str, str] = {
     "drift_7d": "mean log(actual / route median) of deliveries completed in the last 7 days",
     "pending_7_14": "share of shipments labelled 7-14 days ago not yet delivered (live slowdown signal)",
     "pending_14_28": "share of shipments labelled 14-28 days ago not yet delivered",
+    "dest_zip3_delay": "mean log(actual / route median) of the last 90 days' deliveries to this destination "
+                       "zip3, shrunk, minus that of all deliveries in the same window (as of the day before)",
+    "origin_zip_delay": "the same for deliveries from this origin zip (the shipper)",
+    "route_zip3_delay": "the same for deliveries from this origin region to this destination zip3",
+    "origin_handling_rel": "mean log(label -> pickup days) at this origin facility over the last 90 days, "
+                           "shrunk, minus that of all pickups in the same window (as of the day before)",
     "weather_severity": "extra['weather_severity'] from the pipeline, 0..1 (NaN when absent)",
     "attempt_count": "failed delivery attempts so far",
 }
@@ -297,17 +305,41 @@ class FeatureTables:
     global_median_days: float = math.nan
     global_on_time: float = math.nan
     _regions: dict[str, str] | None = field(default=None, repr=False, compare=False)
+    _prefix: dict[str, tuple[float, float, str]] | None = field(default=None, repr=False, compare=False)
     # Lookups are static for a model's life: remember resolved keys across batches (bounded).
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # -- lookups (vectorised over a Frame; per-row dict gets, cached per distinct key) --
+
+    def prefix_geo(self) -> dict[str, tuple[float, float, str]]:
+        """zip3 prefix -> mean centroid and most common region of its known zips: the back-off for
+        a zip with no centroid of its own (new or mistyped zips; 0.5% of the Olist test orders)."""
+        pg = self._prefix
+        if pg is None:
+            acc: dict[str, list[Any]] = {}
+            for z, (la, ln, r) in self.geo.items():
+                if len(z) >= 3:
+                    a = acc.setdefault(z[:3], [0.0, 0.0, 0, Counter()])
+                    a[0] += la
+                    a[1] += ln
+                    a[2] += 1
+                    a[3][r] += 1
+            pg = self._prefix = {k: (a[0] / a[2], a[1] / a[2], a[3].most_common(1)[0][0]) for k, a in acc.items()}
+        return pg
 
     def region(self, zips: np.ndarray) -> np.ndarray:
         reg = self._regions
         if reg is None:
             reg = self._regions = {z: g[2] for z, g in self.geo.items()}
         get = reg.get
-        return np.array([get(z) or ("Z" + z[:3] if z else "") for z in zips.tolist()], dtype=object)
+        out = [get(z) for z in zips.tolist()]
+        if None in out:
+            pg = self.prefix_geo()
+            for i in [i for i, r in enumerate(out) if r is None]:
+                z = str(zips[i])
+                g = pg.get(z[:3]) if len(z) >= 3 else None
+                out[i] = g[2] if g is not None else ("Z" + z[:3] if z else "")
+        return np.array(out, dtype=object)
 
     def coords(self, zips: np.ndarray, lat: np.ndarray, lng: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         miss = np.isnan(lat) | np.isnan(lng)
@@ -315,8 +347,14 @@ class FeatureTables:
             return lat, lng
         lat, lng = lat.copy(), lng.copy()
         geo = self.geo
+        pg: dict[str, tuple[float, float, str]] | None = None
         for i in np.flatnonzero(miss):
-            g = geo.get(zips[i])
+            z = zips[i]
+            g = geo.get(z)
+            if g is None and z:
+                if pg is None:
+                    pg = self.prefix_geo()
+                g = pg.get(z[:3])
             if g is not None:
                 lat[i], lng[i] = g[0], g[1]
         return lat, lng
@@ -462,6 +500,121 @@ PENDING_1 = (7, 14)
 PENDING_2 = (14, 28)
 ROLLING = {"volume_index", "drift_7d", "facility_throughput", "pending_7_14", "pending_14_28"}
 
+KEYED_WINDOW = 90      # days summed by the as-of key statistics
+KEYED_SHRINK = 10.0    # pseudo-count towards the window's overall mean
+_SHIFT = 20            # code = key id << 20 | day (epoch days < 2**20)
+_DAYMASK = (1 << _SHIFT) - 1
+KEYED = {"dest_zip3_delay", "origin_zip_delay", "route_zip3_delay", "origin_handling_rel"}
+
+
+class KeyedDaily:
+    """Per-key daily (count, sum) cells with vectorised window sums over [day - W, day).
+
+    Cells live in one sorted code array (key id << 20 | day) with cumulative counts and sums, so a
+    batch's window sums are two `searchsorted` calls, whatever the number of keys. New
+    observations wait in a buffer that a lookup merges only when it holds a day the lookup can
+    see (earlier than the latest requested day): live, the day's own deliveries are buffered and
+    merged once, at the first request of the next day (or at once for a late event). Any arrival
+    order gives the same cells; sums are rounded to 1e-9 so that merge order cannot change a
+    feature's bits (offline replay = live batches)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[Any, int] = {}
+        self.code: np.ndarray = np.empty(0, dtype=np.int64)
+        self.n: np.ndarray = np.empty(0)
+        self.s: np.ndarray = np.empty(0)
+        self._buf: list[tuple[np.ndarray, np.ndarray]] = []
+        self._buf_min_day: float = math.inf
+        self._cum: tuple[np.ndarray, np.ndarray] | None = None
+
+    def add(self, keys: list[Any], days: np.ndarray, vals: np.ndarray) -> None:
+        if not len(keys):
+            return
+        ids = self.ids
+        for k in keys:
+            if k not in ids:
+                ids[k] = len(ids)
+        d = days.astype(np.int64)
+        code = (np.fromiter(map(ids.__getitem__, keys), np.int64, len(keys)) << _SHIFT) | d
+        self._buf.append((code, np.asarray(vals, dtype=np.float64)))
+        self._buf_min_day = min(self._buf_min_day, int(d.min()))
+        if sum(len(c) for c, _ in self._buf) > 200_000:
+            self._merge()
+
+    def _merge(self) -> None:
+        if not self._buf:
+            return
+        bc = np.concatenate([c for c, _ in self._buf])
+        bv = np.concatenate([v for _, v in self._buf])
+        code = np.concatenate([self.code, bc])
+        u, inv = np.unique(code, return_inverse=True)
+        self.n = np.bincount(inv, weights=np.concatenate([self.n, np.ones(len(bc))]), minlength=len(u))
+        self.s = np.bincount(inv, weights=np.concatenate([self.s, bv]), minlength=len(u))
+        self.code = u
+        self._buf = []
+        self._buf_min_day = math.inf
+        self._cum = None
+
+    def window(self, keys: list[Any], days: np.ndarray, width: int = KEYED_WINDOW) -> tuple[np.ndarray, np.ndarray]:
+        """(count, sum) over the cells of each row's key on days [day - width, day)."""
+        m = len(keys)
+        if m == 0:
+            return np.zeros(0), np.zeros(0)
+        days = days.astype(np.int64)
+        if self._buf and self._buf_min_day < int(days.max()):
+            self._merge()  # buffered cells this batch can see
+        if self._cum is None:
+            self._cum = (np.concatenate([[0.0], np.cumsum(self.n)]), np.concatenate([[0.0], np.cumsum(self.s)]))
+        cn, cs = self._cum
+        # An unknown key gets an id that owns no cell: its window is empty.
+        ids = np.fromiter(map(self.ids.get, keys, repeat(1 << 40)), np.int64, m)
+        hi_code = (ids << _SHIFT) | days
+        q = np.concatenate([hi_code, hi_code - width])
+        order = np.argsort(q)  # sorted needles: searchsorted walks the cells in order (~3x faster)
+        pos = np.empty(2 * m, dtype=np.int64)
+        pos[order] = np.searchsorted(self.code, q[order])
+        hi, lo = pos[:m], pos[m:]
+        return cn[hi] - cn[lo], np.round(cs[hi] - cs[lo], 9)
+
+    def trim(self, keep_from_day: int) -> None:
+        self._merge()
+        keep = (self.code & _DAYMASK) >= keep_from_day
+        self.code, self.n, self.s = self.code[keep], self.n[keep], self.s[keep]
+        self._cum = None
+
+    def to_json(self) -> dict[str, Any]:
+        self._merge()
+        keys: list[Any] = [None] * len(self.ids)
+        for k, i in self.ids.items():
+            keys[i] = list(k) if isinstance(k, tuple) else k
+        return {"keys": keys, "code": self.code.tolist(), "n": self.n.tolist(), "s": self.s.tolist()}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> KeyedDaily:
+        k = cls()
+        k.ids = {(tuple(x) if isinstance(x, list) else x): i for i, x in enumerate(raw.get("keys", []))}
+        k.code = np.array(raw.get("code", []), dtype=np.int64)
+        k.n = np.array(raw.get("n", []), dtype=np.float64)
+        k.s = np.array(raw.get("s", []), dtype=np.float64)
+        return k
+
+
+def _keyed_rel(store: KeyedDaily, keys: list[Any], days: np.ndarray, glob: tuple[np.ndarray, np.ndarray],
+               m: float = KEYED_SHRINK) -> np.ndarray:
+    """Shrunk window mean of each key minus the window's overall mean (NaN with no overall data)."""
+    n, s = store.window(keys, days)
+    gn, gs = glob
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g = np.where(gn > 0, gs / np.where(gn > 0, gn, 1.0), np.nan)
+        return (s + m * g) / (n + m) - g
+
+
+def _zip3(zips: np.ndarray) -> list[str]:
+    return [z[:3] for z in zips.tolist()]
+
+
+KEYED_STORES = ("dest_zip3", "origin_zip", "route_zip3", "delivered", "facility_pickup", "pickup")
+
 
 @dataclass
 class History:
@@ -470,12 +623,16 @@ class History:
     created[day]      new shipments (LABEL_CREATED)           -> volume_index
     delivered[day]    (count, sum log(actual/route median))   -> drift_7d
     inbound[fac,day]  PICKUP / ARRIVAL scans at a facility    -> facility_throughput
+    keyed[...]        per-key daily cells (KeyedDaily): delivered log residuals by destination zip3,
+                      origin zip, origin region x destination zip3 and overall; log label -> pickup
+                      days by origin facility and overall     -> *_delay, origin_handling_rel
     """
 
     created: dict[int, float] = field(default_factory=dict)
     delivered: dict[int, list[float]] = field(default_factory=dict)
     cohort: dict[int, dict[int, float]] = field(default_factory=dict)  # label day -> delivery day -> n
     inbound: dict[str, dict[int, float]] = field(default_factory=dict)
+    keyed: dict[str, KeyedDaily] = field(default_factory=lambda: {k: KeyedDaily() for k in KEYED_STORES})
     min_deliveries: int = 5
     _cache: dict[Any, float] = field(default_factory=dict, repr=False)
 
@@ -493,14 +650,29 @@ class History:
         for f, d in zip(frame.facility_id[inb], day[inb]):
             fd = self.inbound.setdefault(f, {})
             fd[int(d)] = fd.get(int(d), 0.0) + 1.0
+        pk = np.flatnonzero(ok & (ev == PICKUP) & (frame.facility_id != "") & np.isfinite(frame.created_ts)
+                            & np.isfinite(day))
+        if len(pk):
+            hv = np.log(np.maximum((frame.event_ts[pk] - frame.created_ts[pk]) / DAY, 0.05))
+            self.keyed["facility_pickup"].add(frame.facility_id[pk].tolist(), day[pk], hv)
+            self.keyed["pickup"].add([""] * len(pk), day[pk], hv)
         dl = ok & ((ev == DELIVERED) | (frame.status_code == STATUS_CODES["DELIVERED"]))
         if dl.any():
             idx = np.flatnonzero(dl)
             sub = frame.take(idx)
-            med, _ = tables.route_stats(sub.carrier, tables.region(sub.origin_zip), tables.region(sub.dest_zip))
+            o_reg = tables.region(sub.origin_zip)
+            med, _ = tables.route_stats(sub.carrier, o_reg, tables.region(sub.dest_zip))
             actual = (sub.event_ts - sub.created_ts) / DAY
             resid = np.log(np.maximum(actual, 0.05) / np.maximum(med, 0.05))
-            good = np.isfinite(resid)
+            good = np.isfinite(resid) & np.isfinite(day[idx])
+            if good.any():
+                gd, gv = day[idx][good], resid[good]
+                z3 = _zip3(sub.dest_zip[good])
+                k = self.keyed
+                k["dest_zip3"].add(z3, gd, gv)
+                k["origin_zip"].add(sub.origin_zip[good].tolist(), gd, gv)
+                k["route_zip3"].add(list(zip(o_reg[good].tolist(), z3)), gd, gv)
+                k["delivered"].add([""] * len(gv), gd, gv)
             for d, v in zip(day[idx][good], resid[good]):
                 cell = self.delivered.setdefault(int(d), [0.0, 0.0])
                 cell[0] += 1.0
@@ -578,7 +750,34 @@ class History:
         return {"volume_index": vol, "drift_7d": dr, "facility_throughput": thr,
                 "pending_7_14": p1, "pending_14_28": p2}
 
+    def lookup_keyed(self, frame: Frame, o_reg: np.ndarray, need: set[str]) -> dict[str, np.ndarray]:
+        """The as-of key statistics: cells of days strictly before each request's day only."""
+        day = np.nan_to_num(frame.local_day).astype(np.int64)
+        k = self.keyed
+        out: dict[str, np.ndarray] = {}
+        days, inv = np.unique(day, return_inverse=True)  # the overall windows depend on the day only
+
+        def overall(store: KeyedDaily) -> tuple[np.ndarray, np.ndarray]:
+            n, s = store.window([""] * len(days), days)
+            return n[inv], s[inv]
+
+        if need & {"dest_zip3_delay", "origin_zip_delay", "route_zip3_delay"}:
+            glob = overall(k["delivered"])
+            z3 = _zip3(frame.dest_zip)
+            if "dest_zip3_delay" in need:
+                out["dest_zip3_delay"] = _keyed_rel(k["dest_zip3"], z3, day, glob)
+            if "origin_zip_delay" in need:
+                out["origin_zip_delay"] = _keyed_rel(k["origin_zip"], frame.origin_zip.tolist(), day, glob)
+            if "route_zip3_delay" in need:
+                out["route_zip3_delay"] = _keyed_rel(k["route_zip3"], list(zip(o_reg.tolist(), z3)), day, glob)
+        if "origin_handling_rel" in need:
+            out["origin_handling_rel"] = _keyed_rel(k["facility_pickup"], frame.facility_id.tolist(), day,
+                                                    overall(k["pickup"]))
+        return out
+
     def trim(self, keep_from_day: int) -> None:
+        for store in self.keyed.values():  # their window reaches further back than the daily counters'
+            store.trim(keep_from_day - KEYED_WINDOW)
         self.created = {d: v for d, v in self.created.items() if d >= keep_from_day}
         self.delivered = {d: v for d, v in self.delivered.items() if d >= keep_from_day}
         self.cohort = {c: v for c, v in self.cohort.items() if c >= keep_from_day}
@@ -600,6 +799,7 @@ class History:
             "delivered": {str(k): v for k, v in self.delivered.items()},
             "inbound": {f: {str(k): v for k, v in fd.items()} for f, fd in self.inbound.items()},
             "cohort": {str(c): {str(k): v for k, v in cd.items()} for c, cd in self.cohort.items()},
+            "keyed": {name: store.to_json() for name, store in self.keyed.items()},
         }
 
     @classmethod
@@ -609,6 +809,7 @@ class History:
             delivered={int(k): [float(v[0]), float(v[1])] for k, v in raw.get("delivered", {}).items()},
             inbound={f: {int(k): float(v) for k, v in fd.items()} for f, fd in raw.get("inbound", {}).items()},
             cohort={int(c): {int(k): float(v) for k, v in cd.items()} for c, cd in raw.get("cohort", {}).items()},
+            keyed={name: KeyedDaily.from_json(raw.get("keyed", {}).get(name, {})) for name in KEYED_STORES},
         )
 
 
@@ -670,6 +871,8 @@ def build_features(frame: Frame, tables: FeatureTables, history: History | None,
     cols["weight_kg"] = frame.weight
     if history is not None and need & ROLLING:
         cols.update(history.lookup(frame))
+    if history is not None and need & KEYED:
+        cols.update(history.lookup_keyed(frame, o_reg, need))
     cols["weather_severity"] = frame.weather
     cols["attempt_count"] = frame.attempt_count
     out = np.empty((n, len(names)), dtype=np.float32)

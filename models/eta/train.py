@@ -41,6 +41,10 @@ MODEL_FEATURES: list[str] = [
     "origin_handling_days", "route_median_days", "route_on_time_rate",
     "volume_index", "facility_throughput", "drift_7d", "pending_7_14", "pending_14_28",
     "weather_severity", "attempt_count", "pickup_due_days", "weight_kg",
+    # As-of key statistics (History.keyed): only outcomes known before the request's day, for the
+    # training rows too, and relative to the same window's overall mean so that drift is not
+    # counted twice (raw per-key means and in-sample target encodings made the model worse).
+    "dest_zip3_delay", "origin_zip_delay", "route_zip3_delay", "origin_handling_rel",
 ]
 TRAIN_MOMENTS = ("label", "handoff")
 OLIST_RULES = RuleConfig(country="BR")

@@ -81,6 +81,9 @@ def test_offline_features_equal_online_features(data: Path) -> None:
     # and the rolling features are really populated, not NaN on both sides
     j = names.index("drift_7d")
     assert np.isfinite(offline[:, j]).mean() > 0.5
+    for f in ("dest_zip3_delay", "origin_zip_delay", "route_zip3_delay", "origin_handling_rel"):
+        col = offline[:, names.index(f)]
+        assert np.isfinite(col).mean() > 0.5 and np.nanstd(col) > 0, f
 
 
 def test_every_eta_carries_source_interval_and_version(estimator: ModelEstimator, sample_requests) -> None:  # type: ignore[no-untyped-def]
@@ -224,3 +227,69 @@ def test_fast_and_tolerant_frame_paths_agree(sample_requests) -> None:  # type: 
             np.testing.assert_array_equal(a, b, err_msg=name)
     assert fast.remaining_stops[3] == 4 and fast.weather[3] == 0.5 and np.isnan(fast.pickup_due_ts[3])
     assert tolerant.event_ts[50] == dt(2018, 1, 2, 10, 0, tzinfo=UTC).timestamp()
+
+
+def test_unknown_zip_backs_off_to_its_prefix(estimator: ModelEstimator, sample_requests) -> None:  # type: ignore[no-untyped-def]
+    """A zip with no centroid of its own takes its 3-digit prefix's (mean position, most common
+    region) instead of dropping the row to the rules; an unknown prefix still has no position."""
+    from models.eta.features import FeatureTables
+
+    t = FeatureTables(geo={"01001": (-23.0, -46.0, "SP"), "01002": (-23.2, -46.2, "SP"),
+                           "01003": (-23.4, -46.4, "RJ"), "20000": (-22.9, -43.2, "RJ")})
+    zips = np.array(["01001", "01099", "99999", ""], dtype=object)
+    lat, lng = t.coords(zips, np.full(4, np.nan), np.full(4, np.nan))
+    np.testing.assert_allclose(lat[:2], [-23.0, -23.2])
+    np.testing.assert_allclose(lng[:2], [-46.0, -46.2])
+    assert np.isnan(lat[2:]).all() and np.isnan(lng[2:]).all()
+    assert t.region(zips).tolist() == ["SP", "SP", "Z999", ""]
+
+    assert estimator.model is not None
+    good = sample_requests[0]
+    known = estimator.model.tables.geo
+    z = good.dest_zip
+    assert z and z in known
+    new_zip = next(f"{z[:3]}{i:02d}" for i in range(100) if f"{z[:3]}{i:02d}" not in known)
+    moved = replace(good, dest_zip=new_zip, dest_lat=None, dest_lng=None)  # a zip the tables never saw
+    before = estimator.fallbacks["missing_feature"]
+    out = estimator.estimate([good, moved])
+    assert [e.source for e in out] == ["model", "model"]
+    assert estimator.fallbacks["missing_feature"] == before
+
+
+def test_keyed_window_sums_only_earlier_days_in_any_arrival_order() -> None:
+    """KeyedDaily: the window sum of a key is over its cells on [day - W, day), whatever the order
+    and batching of the observations (buffered, merged, serialised, trimmed)."""
+    from models.eta.features import KeyedDaily
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    keys = [f"k{i}" for i in rng.integers(0, 40, n)]
+    days = rng.integers(17000, 17200, n)
+    vals = np.round(rng.normal(0, 1, n), 6)
+
+    def brute(qk: list[str], qd: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
+        kk = np.array(keys)
+        cnt = np.array([((kk == k) & (days >= d - w) & (days < d)).sum() for k, d in zip(qk, qd)], dtype=float)
+        tot = np.array([vals[(kk == k) & (days >= d - w) & (days < d)].sum() for k, d in zip(qk, qd)])
+        return cnt, tot
+
+    qk = [f"k{i}" for i in rng.integers(0, 45, 400)]  # k40..k44 never observed
+    qd = rng.integers(16990, 17230, 400)
+    want_n, want_s = brute(qk, qd, 30)
+
+    a = KeyedDaily()
+    a.add(keys, days, vals)  # one bulk replay
+    b = KeyedDaily()
+    perm = rng.permutation(n)
+    for chunk in np.array_split(perm, 17):  # shuffled batches, some merged, some buffered
+        b.add([keys[i] for i in chunk], days[chunk], vals[chunk])
+        if rng.random() < 0.3:
+            b._merge()
+    for store in (a, b, KeyedDaily.from_json(b.to_json())):
+        got_n, got_s = store.window(qk, qd, 30)
+        np.testing.assert_array_equal(got_n, want_n)
+        np.testing.assert_allclose(got_s, want_s, atol=1e-8)
+    np.testing.assert_array_equal(a.window(qk, qd, 30)[1], b.window(qk, qd, 30)[1])  # same bits
+    b.trim(17100)  # cells before day 17100 dropped: windows starting there are unchanged
+    late = qd >= 17130
+    np.testing.assert_array_equal(b.window(qk, qd, 30)[0][late], want_n[late])

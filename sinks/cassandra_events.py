@@ -18,6 +18,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pydantic import Field
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
@@ -59,7 +60,7 @@ def event_rows(scan: AcceptedScan, now: datetime, partition: int | None = None,
         scan.previous_status.value if scan.previous_status else None, ev.facility_id, ev.scan_device_id,
         ev.location.lat if ev.location else None, ev.location.lng if ev.location else None,
         ev.reason_code.value if ev.reason_code else None, ev.driver_id, ev.route_id, scan.attempt_count,
-        raw if isinstance(raw, str) or raw is None else json.dumps(raw, separators=(",", ":")), now, *src,
+        raw if isinstance(raw, str) or raw is None else orjson.dumps(raw).decode(), now, *src,
     )]
     ret = scan.return_shipment
     if ret is not None:

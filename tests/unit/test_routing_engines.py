@@ -171,3 +171,56 @@ def test_time_unit_cost_is_one_when_cost_is_travel_time() -> None:
     problem = line_tsptw()
     assert all(j.required for j in problem.jobs)
     assert _time_unit_cost(problem) == 1.0
+
+
+def _optional(p: Problem, prize: int = 10_000) -> Problem:
+    from dataclasses import replace
+
+    return Problem(p.name, p.distance, p.duration, [replace(j, required=False, prize=prize) for j in p.jobs],
+                   p.vehicles)
+
+
+def test_pyvrp_portfolio_runs_two_searches_then_polishes_and_keeps_the_optimum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One driver, optional stops (a planner request), a budget from PORTFOLIO_FROM_S: two searches from
+    different seeds, then warm-started ones from the best; the answer is the best of them."""
+    from routing.engines import pyvrp_engine
+
+    monkeypatch.setattr(pyvrp_engine, "PORTFOLIO_FROM_S", 0.4)
+    monkeypatch.setattr(pyvrp_engine, "POLISH_SEGMENT_S", 0.1)
+    p = _optional(multi_window_day())
+    res = get_engine("pyvrp").solve(p, 0.6)
+    ev = evaluate(p, res.routes)
+    assert len(res.info["searches"]) >= 3  # type: ignore[arg-type]
+    assert ev.feasible and ev.dropped_prize == 0 and ev.cost == 120
+    assert res.first_feasible_seconds is not None and res.first_feasible_seconds < 0.6
+
+
+@pytest.mark.parametrize("problem", [line_tsptw, lambda: _optional(two_truck_vrp())])
+def test_pyvrp_keeps_one_search_for_required_stops_or_several_drivers(
+    monkeypatch: pytest.MonkeyPatch, problem
+) -> None:
+    """The benchmark sets (every stop required) and several drivers keep the single search."""
+    from routing.engines import pyvrp_engine
+
+    monkeypatch.setattr(pyvrp_engine, "PORTFOLIO_FROM_S", 0.1)
+    p = problem()
+    res = get_engine("pyvrp").solve(p, 0.3)
+    assert "searches" not in res.info and evaluate(p, res.routes).feasible
+
+
+def test_pyvrp_portfolio_prefers_feasible_then_cheaper() -> None:
+    import pyvrp
+
+    from routing.engines.pyvrp_engine import _better, build
+
+    p = _optional(line_tsptw())
+    data, _, _ = build(p)
+    right = pyvrp.Solution(data, [[2, 0, 1]])  # client c is stop c here (one window each)
+    wrong = pyvrp.Solution(data, [[0, 1, 2]])  # the far stop last: misses its window
+    short = pyvrp.Solution(data, [[2, 0]])  # stop 1 left out: feasible, but its prize is lost
+    assert right.is_feasible() and not wrong.is_feasible() and short.is_feasible()
+    assert _better(p, data, right, wrong) and not _better(p, data, wrong, right)
+    assert _better(p, data, right, short) and not _better(p, data, short, right)
+    assert _better(p, data, wrong, None)

@@ -46,7 +46,11 @@ class ShipmentDirectory(Protocol):
     def load(self, shipment_id: uuid.UUID, before: tuple[int, int] | None = None) -> ShipmentSnapshot | None:
         """`before` = (partition, offset) of the record being processed: a store that knows where
         its rows came from ignores rows written for that record or later ones (an uncommitted
-        checkpoint of a crashed process), so a replay rebuilds the committed state."""
+        checkpoint of a crashed process), so a replay rebuilds the committed state.
+
+        A directory may also offer `load_label(shipment_id, before=None)`, same contract, which the
+        transition step calls instead for a LABEL_CREATED without stream state (e.g. to read a
+        burst of fresh labels in one round trip: sinks/directories.py)."""
         ...
 
 

@@ -194,7 +194,13 @@ def apply_scan(
     else:
         # No stream state: the shipment predates this job, or local state was lost. The system of
         # record decides; a store error propagates (the job stops, offsets stay uncommitted).
-        snap = shipments.load(event.shipment_id, before=position) if shipments is not None else None
+        snap = None
+        if shipments is not None:
+            load_label = getattr(shipments, "load_label", None)
+            if event.event_type is EventType.LABEL_CREATED and load_label is not None:
+                snap = load_label(event.shipment_id, before=position)  # one read per burst of labels
+            else:
+                snap = shipments.load(event.shipment_id, before=position)
         if metrics is not None:
             metrics.state_rebuild(step_id, "found" if snap is not None else "missing")
         if snap is None:

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 import psycopg
@@ -70,7 +71,7 @@ class PostgresFacilities:
         return self._zip.get(facility_id)
 
 
-SNAPSHOT_SQL = """
+_SNAPSHOT_COLUMNS = """
 SELECT s.shipment_id, s.tracking_number, s.service_level::text AS service_level, s.created_at, s.return_of,
        s.weight_grams,
        s.status::text AS status, s.attempt_count, s.last_event_at, s.last_event_id,
@@ -80,7 +81,18 @@ SELECT s.shipment_id, s.tracking_number, s.service_level::text AS service_level,
 FROM shipments s
 LEFT JOIN facilities o ON o.facility_id = s.origin_facility_id
 LEFT JOIN facilities d ON d.facility_id = s.destination_facility_id
-WHERE s.shipment_id = %s
+"""
+
+SNAPSHOT_SQL = _SNAPSHOT_COLUMNS + "WHERE s.shipment_id = %s\n"
+
+# The shipment's own row, then the fresh labels created at or after it (partial index of migration
+# 0005), in one round trip.
+LABEL_SQL = f"""
+({_SNAPSHOT_COLUMNS} WHERE s.shipment_id = %(id)s)
+UNION ALL
+({_SNAPSHOT_COLUMNS} WHERE s.status = 'LABEL_CREATED' AND s.last_event_id IS NULL AND s.shipment_id <> %(id)s
+   AND s.created_at >= (SELECT created_at FROM shipments WHERE shipment_id = %(id)s)
+ ORDER BY s.created_at LIMIT %(ahead)s)
 """
 
 
@@ -119,9 +131,15 @@ class PostgresShipments:
     """ShipmentDirectory: rebuild a shipment's stream state from PostgreSQL, with the last accepted
     event ids from its Cassandra partition so duplicate detection survives a rebuild."""
 
-    def __init__(self, settings: Settings, recent_events: int = 128) -> None:
+    def __init__(self, settings: Settings, recent_events: int = 128, *, label_ahead: int = 2000,
+                 label_ttl_s: float = 30.0, label_cache: int = 20_000) -> None:
         self._settings = settings
         self._recent = recent_events
+        self._label_ahead = label_ahead
+        self._label_ttl = label_ttl_s
+        self._label_cache = label_cache
+        self._labels: OrderedDict[uuid.UUID, tuple[dict[str, Any], float]] = OrderedDict()
+        self.label_reads = {"hit": 0, "read": 0}
         self._conn: psycopg.Connection[Any] | None = None
         self._session: Any = None
         self._cluster: Any = None
@@ -152,6 +170,47 @@ class PostgresShipments:
             if self._conn is not None:
                 self._conn.close()
             raise
+        return self._snapshot(shipment_id, row, before)
+
+    @_retry
+    def load_label(self, shipment_id: uuid.UUID, before: tuple[int, int] | None = None) -> ShipmentSnapshot | None:
+        """`load` for a LABEL_CREATED that finds no stream state: the common case is a fresh label
+        (the label API wrote the row, then published the scan), and labels come in bursts (a batch
+        of labels, a backlog after downtime). So the read also returns the next `label_ahead` fresh
+        labels created at or after this one, and their LABEL_CREATED scans are answered from memory
+        (for `label_ttl_s`): one round trip per burst instead of one per label.
+
+        Why a remembered row is still the system of record's answer: it is only given to a
+        LABEL_CREATED without stream state, and while a label has had no scan accepted, nothing but
+        the partition owner's own LABEL_CREATED can change its status or last_event_id (the
+        pipeline's PostgreSQL sink is their only writer, and a shipment's scans follow its label on
+        one partition). A row whose label this process never sees (another partition's) just expires.
+        Anything else (a rebuilt, lost or older state) goes through `load`."""
+        hit = self._labels.pop(shipment_id, None)
+        if hit is not None and hit[1] > time.monotonic():
+            self.label_reads["hit"] += 1
+            return ShipmentSnapshot(**hit[0], recent_event_ids=())
+        self.label_reads["read"] += 1
+        try:
+            rows = self._pg().execute(LABEL_SQL, {"id": shipment_id, "ahead": self._label_ahead}).fetchall()
+        except psycopg.OperationalError:
+            if self._conn is not None:
+                self._conn.close()
+            raise
+        own = next((r for r in rows if r["shipment_id"] == shipment_id), None)
+        expires = time.monotonic() + self._label_ttl
+        for r in rows:
+            if r is own:
+                continue
+            r.pop("last_event_id")
+            self._labels[r["shipment_id"]] = (r, expires)  # a snapshot is built only if its label comes
+            self._labels.move_to_end(r["shipment_id"])  # newest reads are evicted last
+        while len(self._labels) > self._label_cache:
+            self._labels.popitem(last=False)
+        return self._snapshot(shipment_id, own, before)
+
+    def _snapshot(self, shipment_id: uuid.UUID, row: dict[str, Any] | None,
+                  before: tuple[int, int] | None) -> ShipmentSnapshot | None:
         if row is None:
             return None
         if row.pop("last_event_id") is None and row["status"] == "LABEL_CREATED":

@@ -590,3 +590,21 @@ def test_the_factory_needs_the_secret_and_the_directory() -> None:
         )
     with pytest.raises(ResourceError, match="too short"):
         Resources(secrets={"X": "short"}).secret("X")
+
+
+def test_a_label_without_state_asks_the_directory_for_a_label_and_other_scans_for_a_rebuild() -> None:
+    class Labels(InMemoryShipments):
+        def __init__(self) -> None:
+            super().__init__([snapshot(S.LABEL_CREATED)])
+            self.label_loads: list[uuid.UUID] = []
+
+        def load_label(self, shipment_id: uuid.UUID, before: tuple[int, int] | None = None) -> ShipmentSnapshot | None:
+            self.label_loads.append(shipment_id)
+            return super().load(shipment_id, before)
+
+    directory = Labels()
+    out = apply_scan(DictState(), event("LABEL_CREATED"), config=TransitionConfig(), identity=IDENTITY,
+                     shipments=directory)
+    assert isinstance(out, Emit) and directory.label_loads == [SHIPMENT]
+    out = apply_scan(DictState(), event("PICKUP"), config=TransitionConfig(), identity=IDENTITY, shipments=directory)
+    assert isinstance(out, Emit) and directory.label_loads == [SHIPMENT]  # a rebuild: `load`, not `load_label`

@@ -83,4 +83,4 @@ class RouteAwareEstimator:
         if rest:
             for i, eta in zip(rest, self.inner.estimate([requests[i] for i in rest]), strict=True):
                 routed[i] = eta
-        return routed  # type: ignore[return-value] - every slot is filled above
+        return [e for e in routed if e is not None]  # every slot is filled above: same length

@@ -35,6 +35,19 @@ def group_lag(bootstrap: str, group: str, topic: str) -> int:
         consumer.close()
 
 
+def commit_end_offsets(bootstrap: str, group: str, topic: str) -> None:
+    """Move `group` to the end of `topic` (it then reads only what comes next). For demos on a
+    developer's machine, never for a job whose records matter."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+                for p in parts]
+        consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()
+
+
 class LagReporter(threading.Thread):
     def __init__(self, bootstrap: str, group: str, topic: str, metrics: PipelineMetrics,
                  interval_s: float = 10.0) -> None:

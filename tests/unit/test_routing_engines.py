@@ -189,12 +189,15 @@ def test_pyvrp_portfolio_runs_two_searches_then_polishes_and_keeps_the_optimum(
 
     monkeypatch.setattr(pyvrp_engine, "PORTFOLIO_FROM_S", 0.4)
     monkeypatch.setattr(pyvrp_engine, "POLISH_SEGMENT_S", 0.1)
+    # Small shares leave most of the budget to polishing, so a loaded machine (searches running to
+    # their time limit) still gets to a warm-started search.
+    monkeypatch.setattr(pyvrp_engine, "PORTFOLIO_SHARES", (0.2, 0.2))
     p = _optional(multi_window_day())
-    res = get_engine("pyvrp").solve(p, 0.6)
+    res = get_engine("pyvrp").solve(p, 1.0)
     ev = evaluate(p, res.routes)
     assert len(res.info["searches"]) >= 3  # type: ignore[arg-type]
     assert ev.feasible and ev.dropped_prize == 0 and ev.cost == 120
-    assert res.first_feasible_seconds is not None and res.first_feasible_seconds < 0.6
+    assert res.first_feasible_seconds is not None and res.first_feasible_seconds < 1.0
 
 
 @pytest.mark.parametrize("problem", [line_tsptw, lambda: _optional(two_truck_vrp())])

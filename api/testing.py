@@ -78,17 +78,9 @@ def api_server(log: Path, *, port: int | None = None, env: dict[str, str] | None
 
 def start_at_end(settings: Settings, group: str, topic: str) -> None:
     """Commit the topic's end offsets for a new group: the job reads only what comes next."""
-    from confluent_kafka import Consumer, TopicPartition
+    from topologies.lag import commit_end_offsets
 
-    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": group,
-                  "enable.auto.commit": False})
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = [TopicPartition(topic, p, c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
-                for p in parts]
-        c.commit(offsets=ends, asynchronous=False)
-    finally:
-        c.close()
+    commit_end_offsets(settings.kafka.bootstrap_servers, group, topic)
 
 
 def topology_process(topology: Path, group: str, state_dir: Path, log: Path, *, instance_id: str | None = "1",

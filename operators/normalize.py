@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.eta.base import Eta
 from operators.registry import BuildContext, Emit, Outcome, StepConfig, StepContext, operator
 from operators.transition import AcceptedScan
 
@@ -42,7 +41,7 @@ def normalized_event(scan: AcceptedScan, *, include_driver: bool = True) -> dict
         "attempt_count": scan.attempt_count,
         "facility": facility,
         "created_at": ev.created_at,
-        "eta": eta_body(scan.eta) if scan.eta is not None else None,
+        "eta": scan.eta.body() if scan.eta is not None else None,
         "return_shipment": (
             {"shipment_id": str(ret.shipment_id), "tracking_number": ret.tracking_number}
             if ret is not None
@@ -54,16 +53,6 @@ def normalized_event(scan: AcceptedScan, *, include_driver: bool = True) -> dict
         out["driver_id"] = ev.driver_id
         out["route_id"] = ev.route_id
     return out
-
-
-def eta_body(eta: Eta) -> dict[str, Any]:
-    """`Eta.to_json()` with the times left to the serializer."""
-    return {
-        "at": eta.at,
-        "source": eta.source,
-        "interval": {"low": eta.low, "high": eta.high},
-        "model_version": eta.model_version,
-    }
 
 
 class NormalizeEventStep:

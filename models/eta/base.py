@@ -60,16 +60,22 @@ class Eta:
     model_version: str | None = None
     confidence: float | None = None
 
+    def body(self) -> dict[str, object]:
+        """The published shape, times left as datetimes (the scan pipeline's orjson pass writes
+        them as RFC 3339, as `isoformat` does)."""
+        return {
+            "at": self.at,
+            "source": self.source,
+            "interval": {"low": self.low, "high": self.high},
+            "model_version": self.model_version,
+        }
+
     def to_json(self) -> dict[str, object]:
+        """`body()` with the times as RFC 3339 strings."""
         def iso(d: datetime | None) -> str | None:
             return d.isoformat() if d else None
 
-        return {
-            "at": iso(self.at),
-            "source": self.source,
-            "interval": {"low": iso(self.low), "high": iso(self.high)},
-            "model_version": self.model_version,
-        }
+        return {**self.body(), "at": iso(self.at), "interval": {"low": iso(self.low), "high": iso(self.high)}}
 
 
 class Estimator(Protocol):

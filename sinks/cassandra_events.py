@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from cassandra.query import UNSET_VALUE
 from pydantic import Field
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
@@ -48,32 +49,45 @@ class CassandraEventsConfig(StepConfig):
     batch_rows: int = Field(default=64, ge=1, le=256)
 
 
+U = UNSET_VALUE
+
+
+def _v(value: Any) -> Any:
+    return U if value is None else value
+
+
 def event_rows(scan: AcceptedScan, now: datetime, partition: int | None = None,
                offset: int | None = None) -> list[tuple[Any, ...]]:
     """The rows one accepted scan writes: its own, plus LABEL_CREATED of a return it started.
     Each row records the scan-events (partition, offset) it came from (see 0002 migration)."""
-    src = (partition, offset)
+    # Absent values are bound as UNSET, not NULL: a NULL in an INSERT writes a tombstone cell that
+    # Cassandra stores, compacts and reads past; an unset column writes nothing and reads back as
+    # null all the same. Every write of a row carries the same values (a replay rewrites them).
+    src = (U if partition is None else partition, U if offset is None else offset)
     ev = scan.event
     raw = ev.raw_scan_data
+    loc = ev.location
+    prev = scan.previous_status
+    reason = ev.reason_code
     rows: list[tuple[Any, ...]] = [(
         ev.shipment_id, ev.created_at, ev.event_id, ev.event_type.value, scan.status.value,
-        scan.previous_status.value if scan.previous_status else None, ev.facility_id, ev.scan_device_id,
-        ev.location.lat if ev.location else None, ev.location.lng if ev.location else None,
-        ev.reason_code.value if ev.reason_code else None, ev.driver_id, ev.route_id, scan.attempt_count,
-        raw if isinstance(raw, str) or raw is None else orjson.dumps(raw).decode(), now, *src,
+        U if prev is None else prev.value, _v(ev.facility_id), _v(ev.scan_device_id),
+        U if loc is None else loc.lat, U if loc is None else loc.lng,
+        U if reason is None else reason.value, _v(ev.driver_id), _v(ev.route_id), scan.attempt_count,
+        U if raw is None else raw if isinstance(raw, str) else orjson.dumps(raw).decode(), now, *src,
     )]
     ret = scan.return_shipment
     if ret is not None:
         if ret.event_id is not None:  # automatic return: the pipeline's own RETURN_TO_SENDER event
             rows.append((
                 ev.shipment_id, ev.created_at, ret.event_id, "RETURN_TO_SENDER", "RETURN_TO_SENDER",
-                scan.scan_status.value, ev.facility_id, "pipeline", None, None,
-                ret.reason_code.value if ret.reason_code else None, None, None, scan.attempt_count,
+                scan.scan_status.value, _v(ev.facility_id), "pipeline", U, U,
+                U if ret.reason_code is None else ret.reason_code.value, U, U, scan.attempt_count,
                 json.dumps({"return_shipment": ret.tracking_number}), now, *src,
             ))
         rows.append((
             ret.shipment_id, ev.created_at, return_label_event_id(ret.shipment_id), "LABEL_CREATED",
-            "LABEL_CREATED", None, ev.facility_id, "pipeline", None, None, None, None, None, 0,
+            "LABEL_CREATED", U, _v(ev.facility_id), "pipeline", U, U, U, U, U, 0,
             json.dumps({"return_of": str(ev.shipment_id)}), now, *src,
         ))
     return rows

@@ -90,6 +90,13 @@ def _assert_day(stack: Settings, day: SimDay, scan_start: dict[int, int], notif_
                                  f"10 s later {again}; PostgreSQL row {rows[sid]}")
         assert len({e.event_id for e in got}) == len(got)
         assert [e.created_at for e in got] == sorted(e.created_at for e in got)
+        # Absent values are written unset (no tombstone) and read back as null.
+        assert got[0].event_type == "LABEL_CREATED" and got[0].previous_status is None
+        for e in got:
+            if e.event_type in ("PICKUP", "ARRIVAL", "DEPARTURE", "DELIVERED"):
+                assert e.reason_code is None, e
+            if e.event_type in ("EXCEPTION", "DELIVERY_ATTEMPTED", "RETURN_TO_SENDER"):
+                assert e.reason_code is not None, e
 
     # notifications: exactly one per accepted scan, each for a persisted TrackingEvent
     notes = [v for _, v in read_topic(stack, "notifications", notif_start)

@@ -85,14 +85,15 @@ LEFT JOIN facilities d ON d.facility_id = s.destination_facility_id
 
 SNAPSHOT_SQL = _SNAPSHOT_COLUMNS + "WHERE s.shipment_id = %s\n"
 
-# The shipment's own row, then the fresh labels created at or after it (partial index of migration
-# 0005), in one round trip.
+# The shipment's own row, then the fresh labels stored at or after it (partial index of migration
+# 0006: by updated_at, which a fresh label's row keeps from its insert, then created_at), in one
+# round trip. Store order is the order the label API publishes their LABEL_CREATED scans.
 LABEL_SQL = f"""
 ({_SNAPSHOT_COLUMNS} WHERE s.shipment_id = %(id)s)
 UNION ALL
 ({_SNAPSHOT_COLUMNS} WHERE s.status = 'LABEL_CREATED' AND s.last_event_id IS NULL AND s.shipment_id <> %(id)s
-   AND s.created_at >= (SELECT created_at FROM shipments WHERE shipment_id = %(id)s)
- ORDER BY s.created_at LIMIT %(ahead)s)
+   AND (s.updated_at, s.created_at) >= (SELECT updated_at, created_at FROM shipments WHERE shipment_id = %(id)s)
+ ORDER BY s.updated_at, s.created_at LIMIT %(ahead)s)
 """
 
 

@@ -59,8 +59,9 @@ def choose_engine(problem: Problem, time_limit_s: float = 5.0) -> str:
     alone serves the whole 150-stop day within 0.1-0.5 s (1 s under heavy load), and its 5 s plan beat the
     LKH-3-then-PyVRP hybrid's on 6 of 10 seeds, where the warm start from the LKH tour held PyVRP in a
     worse basin. From 3 s the PyVRP wrapper runs one driver's day as a portfolio (two searches from
-    different seeds, then warm-started polishing of the better): its 5 s plan was within 1 % of its 30 s
-    plan in 27 of 30 seed runs, seeds 5, 6 and 9 (behind before) in all three (docs/bench/routing.md).
+    different seeds, then warm-started polishing of the better); on two cores the two searches run side
+    by side, the second with 30 neighbours: its 5 s plan was within 1 % of its 30 s plan on 40 of 40
+    seed runs (docs/bench/routing.md).
     `time_limit_s` is kept for callers and for engines whose choice may depend on the budget.
     """
     if problem.kind == "tsp" and get_engine("lkh").supports(problem) is None:

@@ -192,6 +192,8 @@ def test_pyvrp_portfolio_runs_two_searches_then_polishes_and_keeps_the_optimum(
     # Small shares leave most of the budget to polishing, so a loaded machine (searches running to
     # their time limit) still gets to a warm-started search.
     monkeypatch.setattr(pyvrp_engine, "PORTFOLIO_SHARES", (0.2, 0.2))
+    # The sequential portfolio (one core); the two-core one is in test_pyvrp_portfolio.py.
+    monkeypatch.setattr(pyvrp_engine, "_cpus", lambda: 1)
     p = _optional(multi_window_day())
     res = get_engine("pyvrp").solve(p, 1.0)
     ev = evaluate(p, res.routes)

@@ -118,9 +118,8 @@ def returns_of(settings: Settings, ids: Iterable[str]) -> dict[str, dict[str, An
 def tracking_events(settings: Settings, ids: Iterable[str]) -> dict[str, list[Any]]:
     cluster, session = cassandra_session(settings, settings.cassandra.keyspace)
     try:
-        stmt = session.prepare("SELECT event_id, event_type, status, created_at, previous_status, reason_code, driver_id "
-                               "FROM tracking_events "
-                               "WHERE shipment_id = ?")
+        stmt = session.prepare("SELECT event_id, event_type, status, created_at, previous_status, reason_code, "
+                               "driver_id FROM tracking_events WHERE shipment_id = ?")
         return {i: list(session.execute(stmt, (uuid.UUID(i),))) for i in ids}
     finally:
         cluster.shutdown()

@@ -53,7 +53,9 @@ PORTFOLIO_FROM_S = 3.0
 # A single search stops this long before the budget: reading its result back and building the routes
 # take time too, and the budget is the caller's wall time (the Solomon and Dumas runs ended at up to
 # 10.07 and 10.26 s of a 10 s budget without it).
+# Capped at FINISH_RESERVE_SHARE of the budget, so the short first-plan budgets (0.1-0.5 s) keep their search.
 FINISH_RESERVE_S = 0.3
+FINISH_RESERVE_SHARE = 0.03
 PORTFOLIO_SHARES = (0.55, 0.25)
 PORTFOLIO_SEED_STEP = 1000
 POLISH_SEGMENT_S = 1.0
@@ -222,7 +224,8 @@ class PyVRPEngine:
             elif portfolio:
                 best, first, info = _portfolio(problem, data, time_limit, seed, patience, t0)
             else:
-                remaining = max(0.05, time_limit - (time.perf_counter() - t0) - FINISH_RESERVE_S)
+                reserve = min(FINISH_RESERVE_S, FINISH_RESERVE_SHARE * time_limit)
+                remaining = max(0.05, time_limit - (time.perf_counter() - t0) - reserve)
                 stop = MultipleCriteria([MaxRuntime(remaining), NoImprovement(patience)])
                 t_search = time.perf_counter()
                 res = _search(problem, data, stop, seed, start, params or pyvrp.SolveParams())

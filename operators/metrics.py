@@ -114,6 +114,12 @@ class PipelineMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
             registry=registry,
         )
+        self.checkpoint_interval = Gauge(
+            "parcel_checkpoint_interval_seconds",
+            "Interval of the next checkpoint (stretched under load by app.busy_commit_interval).",
+            ["topology"],
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "parcel_consumer_lag",
             "Records of the input topic not yet committed by the topology's consumer group.",

@@ -25,6 +25,7 @@ from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
 from operators.registry import BuildContext, StepConfig, sink
 from operators.transition import RETURN_NAMESPACE, AcceptedScan
+from sinks.cql_values import RowEncoder, add_rows
 from sinks.stores import cassandra_cluster
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class CassandraTrackingEventsSink(BatchingSink):
         self._session = self._cluster.connect(self._keyspace)
         self._session.default_timeout = self._config.request_timeout_s
         self._insert = self._session.prepare(INSERT)
+        self._encode = RowEncoder.for_statement(self._insert, self._cluster.protocol_version)
         self._refresh_topology()
 
     def _refresh_topology(self) -> None:
@@ -148,8 +150,7 @@ class CassandraTrackingEventsSink(BatchingSink):
             if len(rows) == 1:
                 return self._session.execute_async(self._insert, rows[0])
             batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-            for row in rows:
-                batch.add(self._insert, row)
+            add_rows(batch, self._insert, self._encode, rows)
             return self._session.execute_async(batch)
         except Exception:  # noqa: BLE001 - the store is away: retried, then backpressure, at the checkpoint
             return None

@@ -46,7 +46,7 @@ import orjson
 from quixstreams import Application, message_context
 from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models.topics import Topic, TopicConfig
-from quixstreams.sinks import BatchingSink, SinkBatch
+from quixstreams.sinks import BaseSink, BatchingSink, SinkBatch
 
 from config.settings import Settings, get_settings
 from operators.registry import MessageMeta, Registry, Resources, load_components
@@ -143,6 +143,14 @@ def build(
     }
 
     sdf = app.dataframe(input_topic)
+    pacer = None
+    if spec.app.busy_commit_interval is not None and spec.app.busy_commit_interval > spec.app.commit_interval:
+        gauge = resources.metrics.checkpoint_interval if resources.metrics is not None else None
+        pacer = CheckpointPacer(sdf.processing_context, spec.app.commit_interval, spec.app.busy_commit_interval,
+                                spec.app.busy_rate, gauge.labels(topology=spec.name) if gauge is not None else None)
+        # A sink only for its flush: quixstreams flushes every sink when a checkpoint commits and
+        # creates the next checkpoint, with the context's commit_interval, right after.
+        sdf.processing_context.sink_manager.register(pacer)
     head, tail = split_at_first_sink(compiled.nodes)
     flush_tail = FlushTail(spec.name, tail, compiled, app, output_topics, dlq_topic) if tail else None
     if flush_tail is not None:
@@ -151,7 +159,7 @@ def build(
     # no branch (a quixstreams branch pickle-copies every value). Dead letters are produced at
     # once, outputs at once (no sinks) or at checkpoint flush (FlushTail), all through the app's
     # producer, i.e. inside the checkpoint's transaction under exactly-once.
-    route = HeadRoute(spec.name, head, compiled, app, output_topics, dlq_topic, flush_tail)
+    route = HeadRoute(spec.name, head, compiled, app, output_topics, dlq_topic, flush_tail, pacer)
     sdf = sdf.update(route.stateful if route.has_state else route.stateless, stateful=route.has_state,
                      metadata=True)  # type: ignore[call-overload]
 
@@ -238,8 +246,10 @@ class HeadRoute:
     the dead-letter topic, a kept value to the flush-time tail or (no sinks) to the outputs."""
 
     def __init__(self, topology: str, nodes: list[OperatorNode], compiled: CompiledTopology, app: Application,
-                 outputs: dict[str, Topic], dead_letter: Topic | None, tail: FlushTail | None) -> None:
+                 outputs: dict[str, Topic], dead_letter: Topic | None, tail: FlushTail | None,
+                 pacer: CheckpointPacer | None = None) -> None:
         self._topology = topology
+        self._pacer = pacer
         self._nodes = nodes
         self._compiled = compiled
         self._app = app
@@ -255,6 +265,8 @@ class HeadRoute:
         self._route(value, key, timestamp, headers, None)
 
     def _route(self, value: Any, key: Any, timestamp: int, headers: Any, state: Any) -> None:
+        if self._pacer is not None:
+            self._pacer.records += 1
         ctx = message_context()
         meta = MessageMeta(topic=ctx.topic, partition=ctx.partition, offset=ctx.offset, key=key,
                            timestamp_ms=timestamp, headers=headers)
@@ -283,6 +295,47 @@ def produce_dead_letter(app: Application, topology: str, topic: str | None, reco
                            f"but the topology has no dead_letter topic")
     # Key: the input record's key (shipment_id, or null for a keyless record).
     app._producer.produce(topic=topic, key=meta.key, value=orjson.dumps(record.envelope))  # noqa: SLF001
+
+
+class CheckpointPacer(BaseSink):
+    """Sets the next checkpoint's interval from the input rate of the one that commits.
+
+    interval = commit_interval * rate / busy_rate, clamped to [commit_interval, busy_commit_interval],
+    with rate = records routed since the previous commit / seconds since it. Every checkpoint has a
+    fixed cost (a Kafka transaction with its markers, one PostgreSQL statement, the sinks' waits),
+    so stretching it under load lowers the cost per record when the CPU is short, and a quiet input
+    keeps the short interval (latency). After an idle spell the first commit sees a low rate and
+    returns to the short interval. Registered as a sink only to be called at each commit.
+    """
+
+    def __init__(self, context: Any, base_s: float, busy_s: float, busy_rate: float, gauge: Any = None,
+                 clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self._context = context
+        self._base, self._busy, self._busy_rate = base_s, busy_s, busy_rate
+        self._gauge = gauge
+        self._clock = clock
+        self._since = clock()
+        self.records = 0
+        self.interval = base_s
+        if gauge is not None:
+            gauge.set(base_s)
+
+    def add(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - nothing is ever sent to it
+        raise RuntimeError("CheckpointPacer takes no records")
+
+    def on_paused(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        now = self._clock()
+        span, self._since = now - self._since, now
+        rate = self.records / span if span > 0 else 0.0
+        self.records = 0
+        self.interval = min(max(self._base * rate / self._busy_rate, self._base), self._busy)
+        self._context.commit_interval = self.interval
+        if self._gauge is not None:
+            self._gauge.set(self.interval)
 
 
 # --- The flush-time tail ------------------------------------------------------------------------

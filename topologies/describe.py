@@ -29,7 +29,10 @@ def describe(spec: TopologySpec, registry: Registry | None = None, *, file: str 
         lines.append(f"  file: {file}")
     lines.append(
         f"  app: consumer_group={a.consumer_group} processing_guarantee={a.processing_guarantee} "
-        f"commit_interval={a.commit_interval:g}s commit_every={a.commit_every} "
+        f"commit_interval={a.commit_interval:g}s"
+        + (f" (busy: up to {a.busy_commit_interval:g}s above {a.busy_rate:g} records/s)"
+           if a.busy_commit_interval is not None else "")
+        + f" commit_every={a.commit_every} "
         f"auto_offset_reset={a.auto_offset_reset}"
     )
     dlq = spec.dead_letter.topic if spec.dead_letter else None

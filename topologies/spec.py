@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 STEP_ID = r"^[a-z][a-z0-9_]{0,62}$"  # also a metric label and a state-key prefix
 TOPIC = r"^[A-Za-z0-9._-]{1,249}$"  # Kafka's legal topic names
@@ -28,6 +28,13 @@ class AppSpec(_Strict):
     processing_guarantee: Literal["exactly-once", "at-least-once"] = "exactly-once"
     commit_interval: float = Field(default=1.0, ge=0)  # seconds; 0 commits after every record
     commit_every: int = Field(default=0, ge=0)  # records; 0 = by interval only
+    # Checkpoints stretch under load: above `busy_rate` input records/s per process the interval
+    # grows in proportion to the rate (commit_interval * rate / busy_rate), up to this. Each
+    # checkpoint has a fixed cost (a Kafka transaction, a store statement, the sinks' waits), so
+    # a busy process spends less per record and a quiet one keeps the short interval's latency.
+    # None: the interval stays commit_interval.
+    busy_commit_interval: float | None = Field(default=None, gt=0, le=10.0)
+    busy_rate: float = Field(default=1_000.0, gt=0)  # input records/s per process
     # Longest wait for the next record. A checkpoint is only committed between polls, so with a
     # quiet input this bounds how late the last records' checkpoint comes (quixstreams' default: 1 s).
     poll_timeout: float = Field(default=0.1, gt=0, le=5.0)
@@ -38,6 +45,13 @@ class AppSpec(_Strict):
     # protocol it is also how long a rebalance waits for a member that died while joining; static
     # membership (`parcel run --instance-id`) lets a restarted process take its place at once.
     max_poll_interval_ms: int = Field(default=60_000, ge=10_000, le=3_600_000)
+
+    @model_validator(mode="after")
+    def _busy_not_shorter(self) -> AppSpec:
+        if self.busy_commit_interval is not None and self.busy_commit_interval < self.commit_interval:
+            raise ValueError(f"busy_commit_interval ({self.busy_commit_interval:g} s) must not be shorter "
+                             f"than commit_interval ({self.commit_interval:g} s)")
+        return self
 
 
 class InputSpec(_Strict):

@@ -28,6 +28,7 @@ def test_scan_pipeline_graph_in_order() -> None:
         "Sink: topic:scan-events-dlq (dead letters, key: input key, value: envelope)",
     ]
     assert "processing_guarantee=exactly-once" in lines[2]
+    assert "commit_interval=0.1s (busy: up to 0.25s above 1200 records/s)" in lines[2]
 
 
 def test_edges_knobs_and_dead_letters() -> None:

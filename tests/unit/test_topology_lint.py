@@ -190,6 +190,15 @@ def test_bad_app_setting(tmp_path: Path, registry: Registry) -> None:
     assert (p.step, p.field, p.line) == (None, "app.processing_guarantee", 4)
 
 
+def test_busy_commit_interval_must_not_be_shorter(tmp_path: Path, registry: Registry) -> None:
+    text = BASE.replace("exactly-once\n", "exactly-once\n  commit_interval: 0.5\n  busy_commit_interval: 0.2\n")
+    p = only(lint(tmp_path, text, registry))
+    assert p.field == "app"
+    assert "busy_commit_interval (0.2 s) must not be shorter than commit_interval (0.5 s)" in p.message
+    ok = BASE.replace("exactly-once\n", "exactly-once\n  commit_interval: 0.1\n  busy_commit_interval: 0.25\n")
+    assert lint(tmp_path, ok, registry) == []
+
+
 def test_topics_must_not_loop(tmp_path: Path, registry: Registry) -> None:
     problems = lint(tmp_path, BASE.replace("- topic: notifications", "- topic: scan-events"), registry)
     p = only(problems)

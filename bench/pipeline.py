@@ -727,7 +727,10 @@ def render(rep: Report) -> str:
          f"drains it from the start on its own consumer group." if rep.backlog else "No backlog drain in this run."),
         "",
         f"Topology: `{m['topology']}` (processing guarantee {m['guarantee']}, commit_interval "
-        f"{m['commit_interval']} s; the pass-through uses the same).",
+        f"{m['commit_interval']} s"
+        + (f", stretched under load to at most {m['busy_commit_interval']} s from {m['busy_rate']:g} input "
+           f"records/s per process (`busy_commit_interval`)" if m.get("busy_commit_interval") else "")
+        + "; the pass-through uses the same commit_interval).",
         "",
         table,
         "",
@@ -877,7 +880,8 @@ def main(argv: list[str] | None = None) -> None:
 
     app_spec = load_topology(topology).app
     rep.machine.update(topology=args.topology if args.commit_interval is None else str(topology),
-                       guarantee=app_spec.processing_guarantee, commit_interval=app_spec.commit_interval)
+                       guarantee=app_spec.processing_guarantee, commit_interval=app_spec.commit_interval,
+                       busy_commit_interval=app_spec.busy_commit_interval, busy_rate=app_spec.busy_rate)
     bench = Bench(settings, work, run_id, topology, args.pipeline_processes)
     if args.pipeline_processes > 1:
         rep.notes.append(f"Experiment: the pipeline ran as {args.pipeline_processes} processes of one consumer group "

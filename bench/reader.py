@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, on_term)
     c = Consumer({"bootstrap.servers": args.bootstrap, "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
                   "isolation.level": "read_committed", "enable.auto.commit": False,
-                  "fetch.wait.max.ms": 20, "auto.offset.reset": "earliest"})
+                  "auto.offset.reset": "earliest"})
     c.assign([TopicPartition(args.topic, p, o) for p, o in start.items()])
     Path(args.out + ".ready").write_text("1")
     lat: list[float] = []

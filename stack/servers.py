@@ -370,10 +370,14 @@ def start_postgres(settings: Settings) -> str:
         if res.returncode != 0:
             raise StackError(f"postgres initdb failed:\n{res.stdout}\n{res.stderr}")
         with open(data / "postgresql.conf", "a") as conf:
-            conf.write("\n# parcel local stack\nfsync = on\nsynchronous_commit = off\n"
+            conf.write("\n# parcel local stack\nfsync = on\n"
                        "shared_buffers = 256MB\nmax_connections = 200\n")
     res = subprocess.run([_pg_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-                          "-o", f"-p {port} -c listen_addresses={host} -k {sock}", "start"],
+                          # synchronous_commit on, also for clusters whose postgresql.conf an earlier
+                          # version wrote with it off: the scan pipeline commits its Kafka offsets
+                          # after PostgreSQL's COMMIT returns, so that commit must survive a crash.
+                          "-o", f"-p {port} -c listen_addresses={host} -k {sock} -c synchronous_commit=on",
+                          "start"],
                          capture_output=True, text=True, user=user)
     if res.returncode != 0:
         raise StackError(f"postgres failed to start; see its log: {log}\n{res.stdout}{res.stderr}\n{_tail(log)}")

@@ -120,6 +120,14 @@ def test_postgres_migrations_up_down_up(stack: Settings) -> None:
             conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
 
 
+def test_postgres_commits_are_durable(stack: Settings) -> None:
+    # The scan pipeline commits its Kafka offsets once PostgreSQL's COMMIT has returned: that
+    # commit must be on disk, or a PostgreSQL crash would lose writes the stream has moved past.
+    with psycopg.connect(stack.postgres.dsn) as conn:
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        assert conn.execute("SHOW fsync").fetchone() == ("on",)
+
+
 def test_cassandra_migrations_are_recorded_and_idempotent(stack: Settings) -> None:
     assert migrations.migrate_cassandra(stack) == []
     cluster, session = migrations.cassandra_session(stack, stack.cassandra.keyspace)

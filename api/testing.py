@@ -24,6 +24,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_block(n: int, low: int = 20_000, high: int = 32_000) -> int:
+    """The first of `n` consecutive free ports, for jobs that take `port + k` (the main job's
+    streaming jobs do). Picked below Linux's ephemeral range (32768-60999): there the neighbour of a
+    free port is often some client's outgoing connection, or becomes one before the job binds it."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(low, high - n)
+        socks: list[socket.socket] = []
+        try:
+            for k in range(n):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", base + k))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {n} consecutive free ports in {low}-{high}")
+
+
 class Process:
     """A child in its own process group, logging to a file; stop() is SIGTERM then SIGKILL."""
 

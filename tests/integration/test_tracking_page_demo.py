@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.testing import free_port, wait_for
+from api.testing import free_port, free_port_block, wait_for
 from config.settings import Settings
 from simulator.driver import live_demo
 from tests.integration.pipeline import PipelineProcess, start_group_at_end
@@ -25,7 +25,8 @@ def demo_settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
     s = stack.model_copy(update={
         "stack": stack.stack.model_copy(update={"dir": tmp_path / "stack"}),
         "api": stack.api.model_copy(update={"port": free_port()}),
-        "metrics": stack.metrics.model_copy(update={"port": free_port()}),
+        # live_demo's jobs listen on metrics.port + 0, 1, ...: a block of free ports, not one
+        "metrics": stack.metrics.model_copy(update={"port": free_port_block(4)}),
     })
     group = f"test-demo-pipeline-{uuid.uuid4().hex[:8]}"
     start_group_at_end(s, group)

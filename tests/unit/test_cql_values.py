@@ -73,6 +73,13 @@ def test_bad_values_fail_as_in_the_driver() -> None:
         enc(ROWS[0][:-1])
 
 
+def test_other_types_go_through_the_drivers_serialiser() -> None:
+    enc = RowEncoder([cqltypes.AsciiType, cqltypes.BooleanType], V5)
+    assert enc(("abc", True)) == [cqltypes.AsciiType.serialize("abc", V5), cqltypes.BooleanType.serialize(True, V5)]
+    with pytest.raises(UnicodeEncodeError):  # ascii refuses what varchar would encode
+        enc(("é", True))
+
+
 def test_unset_needs_protocol_v4() -> None:
     with pytest.raises(ValueError, match="v4"):
         RowEncoder([cqltypes.UUIDType], 3)
@@ -80,10 +87,9 @@ def test_unset_needs_protocol_v4() -> None:
 
 def test_add_rows_builds_the_batch_add_would() -> None:
     ps, enc = prepared(), RowEncoder.for_statement(prepared(), V5)
-    rows = ROWS
     ours, theirs = BatchStatement(batch_type=BatchType.UNLOGGED), BatchStatement(batch_type=BatchType.UNLOGGED)
-    add_rows(ours, ps, enc, rows)
-    for r in rows:
+    add_rows(ours, ps, enc, ROWS)
+    for r in ROWS:
         theirs.add(ps, r)
     assert ours._statements_and_parameters == theirs._statements_and_parameters  # noqa: SLF001
     assert (ours.routing_key, ours.keyspace) == (theirs.routing_key, theirs.keyspace) != (None, None)

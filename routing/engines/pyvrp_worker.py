@@ -2,8 +2,7 @@
 
 Protocol, pickles over the pipes: first (problem, data, patience) on stdin; then, repeatedly, a job
 (seed, monotonic deadline, initial visits or None, granular neighbourhood size or None for PyVRP's)
-on stdin and a result (visits, num_iterations,
-runtime) on stdout; the process ends at end of input.
+on stdin and a result (visits, num_iterations, runtime) on stdout; the process ends at end of input.
 Visits are per route (client indices, vehicle type), so no PyVRP object crosses the pipe. The deadline is
 on `time.monotonic`, which is system-wide on Linux: the process start-up comes out of the job's budget.
 """

@@ -1,24 +1,18 @@
 """The PyVRP portfolio on two cores: the second search in a pyvrp_worker child process, then polishing in
 both processes; and the fall-backs (one core, a worker that does not answer)."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
 from routing.engines import get_engine
 from routing.problem import Job, Problem, Vehicle, evaluate
+from tests.unit.test_routing_engines import _optional, multi_window_day
 
 
 def optional_multi_window_day() -> Problem:
-    """Depot at 0, stops at 10..60 on a line, every stop optional with a large prize; stop 60 has a
-    morning window it cannot reach and an afternoon one. Optimum: out and back, cost 120, all served."""
-    pos = np.array([0, 10, 20, 30, 40, 50, 60])
-    d = np.abs(pos[:, None] - pos[None, :]).astype(np.int64)
-    jobs = [Job(1, windows=((0, 15),))] + [Job(i) for i in range(2, 6)]
-    jobs.append(Job(6, windows=((0, 20), (100, 130))))
-    jobs = [replace(j, required=False, prize=10_000) for j in jobs]
-    return Problem("multi", d, d, jobs, [Vehicle(0, 0, 0, 400)])
+    """test_routing_engines' multi-window day with every stop optional and a large prize.
+    Optimum: out and back, cost 120, all served."""
+    return _optional(multi_window_day())
 
 
 @pytest.fixture

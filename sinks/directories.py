@@ -85,15 +85,16 @@ LEFT JOIN facilities d ON d.facility_id = s.destination_facility_id
 
 SNAPSHOT_SQL = _SNAPSHOT_COLUMNS + "WHERE s.shipment_id = %s\n"
 
-# The shipment's own row, then the fresh labels stored at or after it (partial index of migration
-# 0006: by updated_at, which a fresh label's row keeps from its insert, then created_at), in one
-# round trip. Store order is the order the label API publishes their LABEL_CREATED scans.
+# The shipment's own row, then the fresh labels stored at or after it, in store order (the order
+# the label API publishes their LABEL_CREATED scans), in one round trip: an ordered scan of the
+# partial index of migration 0007, which holds the rows no pipeline checkpoint has touched yet
+# (`label_fresh`, cleared by the pipeline's UPDATE).
 LABEL_SQL = f"""
 ({_SNAPSHOT_COLUMNS} WHERE s.shipment_id = %(id)s)
 UNION ALL
-({_SNAPSHOT_COLUMNS} WHERE s.status = 'LABEL_CREATED' AND s.last_event_id IS NULL AND s.shipment_id <> %(id)s
-   AND (s.updated_at, s.created_at) >= (SELECT updated_at, created_at FROM shipments WHERE shipment_id = %(id)s)
- ORDER BY s.updated_at, s.created_at LIMIT %(ahead)s)
+({_SNAPSHOT_COLUMNS} WHERE s.label_fresh AND s.shipment_id <> %(id)s
+   AND (s.stored_at, s.created_at) >= (SELECT stored_at, created_at FROM shipments WHERE shipment_id = %(id)s)
+ ORDER BY s.stored_at, s.created_at LIMIT %(ahead)s)
 """
 
 

@@ -35,6 +35,7 @@ UPDATE shipments AS s SET
     eta_interval = CASE WHEN v.eta_low IS NULL OR v.eta_high IS NULL THEN NULL
                         ELSE tstzrange(LEAST(v.eta_low, v.eta_high), GREATEST(v.eta_low, v.eta_high), '[]') END,
     model_version = v.model_version,
+    label_fresh = false,
     updated_at = now()
 FROM json_to_recordset(%s::json)
      AS v(shipment_id uuid, status text, attempt_count int, last_event_at timestamptz, last_event_id uuid,

@@ -39,7 +39,8 @@ def test_a_burst_of_labels_is_one_read_with_the_same_answers(stack: Settings) ->
     # one of them already had a checkpoint (the pipeline wrote it): never remembered
     touched = ids[20]
     with psycopg.connect(stack.postgres.dsn) as conn:
-        conn.execute("UPDATE shipments SET status = 'PICKED_UP', last_event_id = %s, last_event_at = created_at "
+        conn.execute("UPDATE shipments SET status = 'PICKED_UP', last_event_id = %s, last_event_at = created_at, "
+                     "label_fresh = false "  # as the pipeline's UPDATE (sinks/postgres_shipments.py)
                      "WHERE shipment_id = %s", (uuid.uuid4(), touched))
     plain = PostgresShipments(stack)
     burst = PostgresShipments(stack, label_ahead=50)

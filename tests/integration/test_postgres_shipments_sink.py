@@ -70,3 +70,33 @@ def test_one_checkpoint_moves_rows_forward_and_measures_the_promise(stack: Setti
     labels = {"topology": "scan-pipeline", "source": "rule"}
     assert reg.get_sample_value("parcel_eta_error_hours_bucket", {**labels, "le": "-2.0"}) == 1
     assert reg.get_sample_value("parcel_eta_error_hours_bucket", {**labels, "le": "-6.0"}) == 0
+
+
+def test_the_pipeline_update_is_a_heap_only_update_after_the_first(stack: Settings) -> None:
+    """Migration 0007: no column the pipeline's UPDATE changes is indexed (the fresh-label flag only
+    on the first update), so PostgreSQL writes later updates into the row's page without touching
+    an index (HOT). Counted by the server for the current transaction."""
+    from sinks.postgres_shipments import UPDATE, update_rows
+
+    sid = uuid.uuid4()
+    with psycopg.connect(stack.postgres.dsn) as conn:
+        conn.execute("INSERT INTO shipments (shipment_id, tracking_number, service_level, status, created_at) "
+                     "VALUES (%s, %s, 'STANDARD', 'LABEL_CREATED', %s)",
+                     (sid, f"PTPGS{uuid.uuid4().hex[:12].upper()}", T0 - timedelta(days=2)))
+    counts = "SELECT pg_stat_get_xact_tuples_updated(%s::regclass), pg_stat_get_xact_tuples_hot_updated(%s::regclass)"
+    try:
+        moves = [("PICKUP", Status.PICKED_UP, T0), ("ARRIVAL", Status.IN_TRANSIT, T0 + timedelta(hours=3)),
+                 ("DEPARTURE", Status.IN_TRANSIT, T0 + timedelta(hours=5))]
+        seen = []
+        for event_type, status, at in moves:
+            with psycopg.connect(stack.postgres.dsn) as conn:  # one transaction per checkpoint
+                conn.execute(UPDATE, (update_rows([accepted(sid, event_type, status, at)]).decode(),))
+                seen.append(conn.execute(counts, ("shipments", "shipments")).fetchone())
+            with psycopg.connect(stack.postgres.dsn) as conn:
+                fresh, last = conn.execute("SELECT label_fresh, last_event_at FROM shipments WHERE shipment_id = %s",
+                                           (sid,)).fetchone()
+            assert (fresh, last) == (False, at)
+        assert seen == [(1, 0), (1, 1), (1, 1)]  # the first leaves the fresh-labels index; the rest are HOT
+    finally:
+        with psycopg.connect(stack.postgres.dsn) as conn:
+            conn.execute("DELETE FROM shipments WHERE shipment_id = %s", (sid,))

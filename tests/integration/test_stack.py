@@ -89,7 +89,7 @@ def test_tracking_events_partition_reads_in_scan_order(stack: Settings) -> None:
         cluster.shutdown()
 
 
-HEAD = "0006"  # the newest revision under stack/alembic/versions/
+HEAD = "0007"  # the newest revision under stack/alembic/versions/
 
 
 def test_postgres_migrations_up_down_up(stack: Settings) -> None:
@@ -113,7 +113,7 @@ def test_postgres_migrations_up_down_up(stack: Settings) -> None:
             assert conn.execute("SELECT to_regclass('public.shipments')").fetchone()[0] is None
             assert not conn.execute("SELECT 1 FROM pg_type WHERE typname='shipment_status'").fetchone()
         assert migrations.migrate_postgres(scratch) == HEAD
-        assert migrations.migrate_postgres(scratch, "-5") == "0001"  # the newer downgrades run too
+        assert migrations.migrate_postgres(scratch, "-6") == "0001"  # the newer downgrades run too
         assert migrations.migrate_postgres(scratch) == HEAD
     finally:
         with psycopg.connect(stack.postgres.dsn, autocommit=True) as conn:

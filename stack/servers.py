@@ -237,6 +237,27 @@ def ensure_topics(settings: Settings) -> list[str]:
     return wanted
 
 
+def drop_groups(bootstrap: str, groups: list[str]) -> list[str]:
+    """Delete what throwaway consumer groups (a test's, a benchmark run's) leave on the broker: their
+    quixstreams changelog topics (`changelog__<group>--...`, 8 partitions each) and the groups'
+    committed offsets. Returns the topics deleted. Long-lived jobs never call this."""
+    from confluent_kafka.admin import AdminClient
+
+    if not groups:
+        return []
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    prefixes = tuple(f"changelog__{g}--" for g in groups)
+    topics = sorted(t for t in admin.list_topics(timeout=10).topics if t.startswith(prefixes))
+    for fut in admin.delete_topics(topics, operation_timeout=30).values() if topics else ():
+        fut.result(timeout=60)
+    for fut in admin.delete_consumer_groups(groups, request_timeout=30).values():
+        try:
+            fut.result(timeout=60)
+        except Exception:  # noqa: BLE001 - a group that never committed, or still has a member: left
+            pass
+    return topics
+
+
 # ---------------------------------------------------------------------------------------------
 # Cassandra
 # ---------------------------------------------------------------------------------------------

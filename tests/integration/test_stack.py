@@ -183,3 +183,31 @@ def test_up_twice_starts_nothing_twice(stack: Settings) -> None:
     for name in ("postgres", "redis", "kafka", "cassandra"):
         assert f"{name}" in res.stdout
     assert res.stdout.count("already running") == 4, res.stdout
+
+
+def test_drop_groups_deletes_only_the_named_groups_changelogs_and_offsets(stack: Settings) -> None:
+    from confluent_kafka.admin import NewTopic
+
+    from stack.servers import drop_groups
+
+    bootstrap = stack.kafka.bootstrap_servers
+    gone, kept = (f"test-drop-{k}-{uuid.uuid4().hex[:8]}" for k in ("gone", "kept"))
+    topics = [f"changelog__{gone}--scan-events--default", f"changelog__{kept}--scan-events--default"]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1) for t in topics]).values():
+        fut.result(timeout=30)
+    for group in (gone, kept):
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        c.commit(offsets=[TopicPartition(stack.kafka.topics["scan_events"], 0, 0)], asynchronous=False)
+        c.close()
+    try:
+        assert drop_groups(bootstrap, [gone]) == [topics[0]]
+        deadline = time.monotonic() + 30
+        while topics[0] in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
+            time.sleep(0.2)
+        names = set(admin.list_topics(timeout=10).topics)
+        assert topics[0] not in names and topics[1] in names
+        listed = {g.group_id for g in admin.list_consumer_groups().result(timeout=30).valid}
+        assert gone not in listed and kept in listed
+    finally:
+        drop_groups(bootstrap, [kept])

@@ -3,6 +3,7 @@ they fail with the setting that names it — they never skip."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -28,6 +29,9 @@ def stack(settings: Settings) -> Iterator[Settings]:
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
     before = set(admin.list_topics(timeout=10).topics)
     yield settings
-    created = set(admin.list_topics(timeout=10).topics) - before
-    groups = sorted({t[len("changelog__"):].split("--")[0] for t in created if t.startswith("changelog__test-")})
-    drop_groups(settings.kafka.bootstrap_servers, groups)
+    try:
+        created = set(admin.list_topics(timeout=10).topics) - before
+        groups = sorted({t[len("changelog__"):].split("--")[0] for t in created if t.startswith("changelog__test-")})
+        drop_groups(settings.kafka.bootstrap_servers, groups)
+    except Exception as exc:  # noqa: BLE001 - housekeeping after the tests ran: never a test failure
+        warnings.warn(f"could not delete the session's test groups and changelog topics: {exc}", stacklevel=1)

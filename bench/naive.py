@@ -33,8 +33,8 @@ INSERT = (
     "source_partition, source_offset) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 UPDATE = (
-    "UPDATE shipments SET status = %s::shipment_status, last_event_at = %s, last_event_id = %s, updated_at = now() "
-    "WHERE shipment_id = %s AND (last_event_at IS NULL OR last_event_at <= %s)"
+    "UPDATE shipments SET status = %s::shipment_status, last_event_at = %s, last_event_id = %s, label_fresh = false, "
+    "updated_at = now() WHERE shipment_id = %s AND (last_event_at IS NULL OR last_event_at <= %s)"
 )
 
 

@@ -211,3 +211,16 @@ def test_drop_groups_deletes_only_the_named_groups_changelogs_and_offsets(stack:
         assert gone not in listed and kept in listed
     finally:
         drop_groups(bootstrap, [kept])
+
+
+def test_local_broker_retention_is_bounded_by_size_not_time(stack: Settings) -> None:
+    """Records of any age are kept (simulated days carry past timestamps), but each partition only
+    up to 512 MiB: benchmarks and test runs must not fill the disk."""
+    from confluent_kafka.admin import ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": stack.kafka.bootstrap_servers})
+    res = ConfigResource(ConfigResource.Type.BROKER, "1")
+    conf = admin.describe_configs([res])[res].result(timeout=30)
+    assert conf["log.retention.ms"].value == "-1"
+    assert conf["log.retention.bytes"].value == str(512 * 1024 * 1024)
+    assert conf["log.segment.bytes"].value == str(128 * 1024 * 1024)

@@ -237,6 +237,11 @@ def ensure_topics(settings: Settings) -> list[str]:
     return wanted
 
 
+def changelog_group(topic: str) -> str | None:
+    """The consumer group a quixstreams changelog topic belongs to (`changelog__<group>--...`)."""
+    return topic[len("changelog__"):].split("--")[0] if topic.startswith("changelog__") else None
+
+
 def drop_groups(bootstrap: str, groups: list[str]) -> list[str]:
     """Delete what throwaway consumer groups (a test's, a benchmark run's) leave on the broker: their
     quixstreams changelog topics (`changelog__<group>--...`, 8 partitions each) and the groups'
@@ -246,8 +251,8 @@ def drop_groups(bootstrap: str, groups: list[str]) -> list[str]:
     if not groups:
         return []
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    prefixes = tuple(f"changelog__{g}--" for g in groups)
-    topics = sorted(t for t in admin.list_topics(timeout=10).topics if t.startswith(prefixes))
+    wanted = set(groups)
+    topics = sorted(t for t in admin.list_topics(timeout=10).topics if changelog_group(t) in wanted)
     for fut in admin.delete_topics(topics, operation_timeout=30).values() if topics else ():
         fut.result(timeout=60)
     for fut in admin.delete_consumer_groups(groups, request_timeout=30).values():

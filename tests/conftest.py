@@ -23,7 +23,7 @@ def stack(settings: Settings) -> Iterator[Settings]:
     deleted, so the local broker does not gain ~25 topics of 8 partitions at every `make test`."""
     from confluent_kafka.admin import AdminClient
 
-    from stack.servers import drop_groups
+    from stack.servers import changelog_group, drop_groups
 
     check_all_reachable(settings)
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
@@ -31,7 +31,7 @@ def stack(settings: Settings) -> Iterator[Settings]:
     yield settings
     try:
         created = set(admin.list_topics(timeout=10).topics) - before
-        groups = sorted({t[len("changelog__"):].split("--")[0] for t in created if t.startswith("changelog__test-")})
+        groups = sorted({g for g in map(changelog_group, created) if g is not None and g.startswith("test-")})
         drop_groups(settings.kafka.bootstrap_servers, groups)
     except Exception as exc:  # noqa: BLE001 - housekeeping after the tests ran: never a test failure
         warnings.warn(f"could not delete the session's test groups and changelog topics: {exc}", stacklevel=1)

@@ -16,7 +16,7 @@ from models.eta.base import Eta
 from operators.metrics import PipelineMetrics
 from operators.registry import BuildContext, Resources
 from operators.transition import AcceptedScan
-from sinks.postgres_shipments import PostgresShipmentsConfig, PostgresShipmentsSink
+from sinks.postgres_shipments import UPDATE, PostgresShipmentsConfig, PostgresShipmentsSink, update_rows
 from topologies.testing import scan_payload
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -76,8 +76,6 @@ def test_the_pipeline_update_is_a_heap_only_update_after_the_first(stack: Settin
     """Migration 0007: no column the pipeline's UPDATE changes is indexed (the fresh-label flag only
     on the first update), so PostgreSQL writes later updates into the row's page without touching
     an index (HOT). Counted by the server for the current transaction."""
-    from sinks.postgres_shipments import UPDATE, update_rows
-
     sid = uuid.uuid4()
     with psycopg.connect(stack.postgres.dsn) as conn:
         conn.execute("INSERT INTO shipments (shipment_id, tracking_number, service_level, status, created_at) "

@@ -50,6 +50,7 @@ from models.domain import TARGET_STATUS, EventType, ScanEvent, ServiceLevel, Sta
 from operators.driver_location import Heartbeat, parse_heartbeat
 from operators.registry import MessageMeta, Reject
 from operators.validate import ValidateConfig, validate_scan
+from sinks.stores import kafka_producer_config
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,8 @@ class Context:
         if self._producer is None:
             from confluent_kafka import Producer
 
-            self._producer = Producer({"bootstrap.servers": self.settings.kafka.bootstrap_servers,
-                                       "enable.idempotence": True, "linger.ms": 5})
+            self._producer = Producer(kafka_producer_config(self.settings.kafka.bootstrap_servers,
+                                                            {"enable.idempotence": True, "linger.ms": 5}))
         return self._producer
 
     def facilities(self) -> Any:

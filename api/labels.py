@@ -18,6 +18,7 @@ import psycopg
 
 from config.settings import Settings
 from models.domain import EventType, ServiceLevel
+from sinks.stores import kafka_producer_config
 
 # Crockford base32 without I, L, O, U: no ambiguous characters on a printed label.
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -206,8 +207,8 @@ def store_labels(settings: Settings, labels: list[Label], *, seed: int | None = 
 def emit_labels(settings: Settings, labels: list[Label]) -> None:
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True,
-                         "linger.ms": 20})
+    producer = Producer(kafka_producer_config(settings.kafka.bootstrap_servers,
+                                              {"enable.idempotence": True, "linger.ms": 20}))
     topic = settings.kafka.topics["scan_events"]
     for label in labels:
         producer.produce(topic, key=str(label.shipment_id).encode(), value=json.dumps(label.label_event()).encode())

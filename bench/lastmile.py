@@ -36,6 +36,7 @@ from bench.stats import LatencySummary
 from config.settings import ROOT, Settings, load_settings
 from operators.driver_location import Heartbeat
 from sinks.redis_geo import driver_key, fleet_key, live_message, write_positions
+from sinks.stores import kafka_producer_config
 from topologies.lag import group_lag
 
 DOC = ROOT / "docs" / "bench" / "lastmile.md"
@@ -75,7 +76,7 @@ def bench_naive(r: redis.Redis, hbs: list[Heartbeat]) -> float:
 
 
 def produce(settings: Settings, hbs: list[Heartbeat]) -> None:
-    p = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 10})
+    p = Producer(kafka_producer_config(settings.kafka.bootstrap_servers, {"linger.ms": 10}))
     topic = settings.kafka.topics["driver_locations"]
     for hb in hbs:
         while True:
@@ -162,7 +163,7 @@ async def fan_out(url: str, settings: Settings, pairs: list[tuple[str, str]], st
         t_open = time.perf_counter()
         await asyncio.wait_for(ready.wait(), 300)
         open_s = time.perf_counter() - t_open
-        p = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 0})
+        p = Producer(kafka_producer_config(settings.kafka.bootstrap_servers, {"linger.ms": 0}))
         topic = settings.kafka.topics["driver_locations"]
         # Drivers' heartbeats spread evenly over the interval, as a fleet's are (each app on its own clock).
         gap = interval_s / len(pairs)

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, Producer
 
 from config.settings import get_settings
 from models.domain import TARGET_STATUS, EventType
-from sinks.stores import cassandra_cluster
+from sinks.stores import cassandra_cluster, kafka_producer_config
 
 log = logging.getLogger("bench.naive")
 
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     session = cluster.connect(s.cassandra.keyspace)
     insert = session.prepare(INSERT)
     pg = psycopg.connect(s.postgres.dsn, autocommit=True)
-    producer = Producer({"bootstrap.servers": s.kafka.bootstrap_servers, "enable.idempotence": True,
-                         "acks": "all", "linger.ms": 0})
+    producer = Producer(kafka_producer_config(s.kafka.bootstrap_servers,
+                                              {"enable.idempotence": True, "acks": "all", "linger.ms": 0}))
     consumer = Consumer({"bootstrap.servers": s.kafka.bootstrap_servers, "group.id": args.group,
                          "enable.auto.commit": True, "auto.commit.interval.ms": 1000,
                          "isolation.level": "read_committed", "auto.offset.reset": "earliest"})

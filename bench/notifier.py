@@ -36,6 +36,7 @@ from notifier.rules import load_rules
 from notifier.service import Notifier
 from operators.notify_plan import NotifyPlanStep
 from operators.registry import MessageMeta, StepContext
+from sinks.stores import kafka_producer_config
 from tests.integration.providers import TOPOLOGY, NotifierProcess, Providers, process_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +123,7 @@ def end_to_end(s: Settings, providers: Providers, n: int, rate: float) -> dict[s
     ships = make_shipments(s, providers, n + 1)
     warm, ships = ships[0], ships[1:]
     sent_at: dict[str, float] = {}
-    producer = Producer({"bootstrap.servers": s.kafka.bootstrap_servers, "linger.ms": 1})
+    producer = Producer(kafka_producer_config(s.kafka.bootstrap_servers, {"linger.ms": 1}))
     try:
         # Warm-up: one event through, so the group join and first connections are not in the figures.
         producer.produce(topic, key=warm["shipment_id"].encode(),

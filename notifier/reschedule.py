@@ -30,6 +30,7 @@ from notifier.rules import load_rules
 from notifier.service import quiet_until
 from notifier.store import NotifierStore, OutboxRow
 from notifier.templates import Templates
+from sinks.stores import kafka_producer_config
 
 TERMINAL = ("DELIVERED", "RETURN_TO_SENDER")
 SLOTS = ((9, 12), (12, 15), (15, 18), (18, 21))
@@ -68,8 +69,8 @@ class RescheduleService:
         if self.producer is None:
             from confluent_kafka import Producer
 
-            self.producer = Producer({"bootstrap.servers": self.settings.kafka.bootstrap_servers,
-                                      "enable.idempotence": True, "linger.ms": 0})
+            self.producer = Producer(kafka_producer_config(self.settings.kafka.bootstrap_servers,
+                                                           {"enable.idempotence": True, "linger.ms": 0}))
         topic = self.settings.kafka.topics.get("reschedules", "reschedule-requests")
         errors: list[Any] = []
         self.producer.produce(topic, key=key.encode(), value=json.dumps(value).encode(),

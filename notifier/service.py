@@ -44,6 +44,7 @@ from notifier.rules import RuleSet, load_rules
 from notifier.store import Contact, NotifierStore, OutboxRow, ShipmentContacts
 from notifier.templates import Templates
 from operators.notify_plan import PlannedEvent
+from sinks.stores import kafka_producer_config
 
 log = logging.getLogger("notifier")
 
@@ -89,8 +90,8 @@ class DeadLetters:
         if self._producer is None:
             from confluent_kafka import Producer
 
-            self._producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
-                                       "linger.ms": 5})
+            self._producer = Producer(kafka_producer_config(self.bootstrap, {"enable.idempotence": True,
+                                                                            "linger.ms": 5}))
         self._producer.produce(self.topic, key=key.encode() if key else None, value=orjson.dumps(envelope))
         self._producer.poll(0)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import ROOT, Settings
+from sinks.stores import kafka_producer_config
 
 DRIVER_TOPOLOGY = ROOT / "topologies" / "driver_locations.yaml"
 PIPELINE_TOPOLOGY = ROOT / "topologies" / "scan_pipeline.yaml"
@@ -94,8 +95,8 @@ class _Sender:
             from confluent_kafka import Producer
 
             if self._producer is None:
-                self._producer = Producer({"bootstrap.servers": self.settings.kafka.bootstrap_servers,
-                                           "linger.ms": 5})
+                self._producer = Producer(kafka_producer_config(self.settings.kafka.bootstrap_servers,
+                                                                {"linger.ms": 5}))
             self._producer.produce(self.settings.kafka.topics["driver_locations"], key=driver_id.encode(),
                                    value=json.dumps({"driver_id": driver_id, **body}).encode())
             self._producer.flush(10)
@@ -162,7 +163,7 @@ def scan(shipment_id: uuid.UUID | str, event_type: str, at: datetime, *, facilit
 def produce_scans(settings: Settings, scans: list[dict[str, Any]]) -> None:
     from confluent_kafka import Producer
 
-    p = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "enable.idempotence": True})
+    p = Producer(kafka_producer_config(settings.kafka.bootstrap_servers, {"enable.idempotence": True}))
     for body in scans:
         p.produce(settings.kafka.topics["scan_events"], key=body["shipment_id"].encode(),
                   value=json.dumps(body).encode())

@@ -18,6 +18,7 @@ import orjson
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from simulator.day import SimMessage, _fmt
+from sinks.stores import kafka_producer_config
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "acks": "all",
@@ -126,7 +127,7 @@ def produce(
     send time `at`, so a validator that judges scan times against the record timestamp sees the
     day as the devices did. Ignored with restamp (the producer's clock is then the send time).
     producer: an already-built producer (tests); otherwise a confluent_kafka.Producer is made from
-    DEFAULT_CONFIG + `config`. Raises ProduceError when anything failed, unless raise_on_error=False.
+    DEFAULT_CONFIG + `config` (with the project's partitioner, sinks/stores.py). Raises ProduceError when anything failed, unless raise_on_error=False.
     """
     msgs: Sequence[SimMessage] = messages if isinstance(messages, Sequence) else list(messages)
     if rate_per_s is not None and rate_per_s <= 0:
@@ -135,7 +136,7 @@ def produce(
         # imported here so the pure modules never need it
         from confluent_kafka import Producer  # type: ignore[import-untyped]
 
-        producer = Producer({**DEFAULT_CONFIG, **(config or {}), "bootstrap.servers": bootstrap_servers})
+        producer = Producer(kafka_producer_config(bootstrap_servers, {**DEFAULT_CONFIG, **(config or {})}))
     result = ProduceResult()
 
     def on_delivery(err: Any, _msg: Any) -> None:

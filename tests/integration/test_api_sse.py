@@ -21,6 +21,7 @@ from confluent_kafka import Producer
 from api.labels import create_labels
 from api.testing import Process, api_server, driver_locations_job
 from config.settings import Settings
+from sinks.stores import kafka_producer_config
 from stack.migrations import cassandra_session
 
 DRIVER = {"Authorization": "Bearer dev-driver-key"}
@@ -71,7 +72,7 @@ def notification(label: Any, status: str, event_type: str, driver: str | None) -
 
 
 def publish_notification(stack: Settings, note: dict[str, Any]) -> None:
-    p = Producer({"bootstrap.servers": stack.kafka.bootstrap_servers})
+    p = Producer(kafka_producer_config(stack.kafka.bootstrap_servers))
     p.produce(stack.kafka.topics["notifications"], key=note["shipment_id"].encode(), value=json.dumps(note).encode())
     assert p.flush(10) == 0
 

@@ -10,6 +10,7 @@ from confluent_kafka import Producer
 
 from config.settings import ROOT, Settings
 from simulator.demo import skip_stale_backlogs
+from sinks.stores import kafka_producer_config
 from tests.integration.pipeline import start_group_at_end
 from topologies.lag import group_lag
 
@@ -25,7 +26,7 @@ def test_a_group_far_behind_starts_at_the_end_and_one_close_behind_is_left(stack
     far, near = f"test-demo-far-{uuid.uuid4().hex[:6]}", f"test-demo-near-{uuid.uuid4().hex[:6]}"
     for g in (far, near):
         start_group_at_end(stack, g, "scan-events")
-    p = Producer({"bootstrap.servers": stack.kafka.bootstrap_servers})
+    p = Producer(kafka_producer_config(stack.kafka.bootstrap_servers))
     for _ in range(30):
         p.produce("scan-events", key=str(uuid.uuid4()).encode(), value=b"{}")  # garbage: no pipeline reads these
     assert p.flush(30) == 0

@@ -18,6 +18,7 @@ from confluent_kafka import Producer
 from api.testing import Process, driver_locations_job, wait_for
 from config.settings import Settings
 from sinks.redis_geo import driver_key, fleet_key
+from sinks.stores import kafka_producer_config
 from tests.integration.pipeline import high_watermarks, read_topic
 
 TTL_S = 4
@@ -40,7 +41,7 @@ def r(stack: Settings) -> Iterator[redis.Redis]:
 
 
 def send(settings: Settings, records: list[tuple[str | None, bytes]]) -> None:
-    p = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    p = Producer(kafka_producer_config(settings.kafka.bootstrap_servers))
     for key, value in records:
         p.produce(settings.kafka.topics["driver_locations"], key=key.encode() if key else None, value=value)
     assert p.flush(10) == 0

@@ -19,6 +19,7 @@ import redis
 from confluent_kafka import Producer
 
 from config.settings import Settings
+from sinks.stores import kafka_producer_config
 from tests.integration.pipeline import high_watermarks, read_topic, start_group_at_end
 from tests.integration.providers import (
     SETTLE_S,
@@ -59,7 +60,7 @@ def notifier(stack: Settings, providers: Providers,
 
 @pytest.fixture(scope="module")
 def producer(stack: Settings) -> Iterator[Producer]:
-    p = Producer({"bootstrap.servers": stack.kafka.bootstrap_servers, "enable.idempotence": True})
+    p = Producer(kafka_producer_config(stack.kafka.bootstrap_servers, {"enable.idempotence": True}))
     yield p
     p.flush(30)
 

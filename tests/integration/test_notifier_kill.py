@@ -17,6 +17,7 @@ import redis
 from confluent_kafka import Producer
 
 from config.settings import Settings
+from sinks.stores import kafka_producer_config
 from tests.integration.pipeline import start_group_at_end
 from tests.integration.providers import (
     SETTLE_S,
@@ -43,7 +44,7 @@ def providers(stack: Settings) -> Iterator[Providers]:
 
 @pytest.fixture(scope="module")
 def producer(stack: Settings) -> Iterator[Producer]:
-    p = Producer({"bootstrap.servers": stack.kafka.bootstrap_servers, "enable.idempotence": True})
+    p = Producer(kafka_producer_config(stack.kafka.bootstrap_servers, {"enable.idempotence": True}))
     yield p
     p.flush(30)
 

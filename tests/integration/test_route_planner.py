@@ -27,6 +27,7 @@ from fastapi import FastAPI
 from config.settings import Settings
 from routing.http import router
 from routing.store import RouteStore
+from sinks.stores import kafka_producer_config
 from tests.integration.pipeline import group_lag, high_watermarks, read_topic, start_group_at_end, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,7 +104,7 @@ def _topic_exists(stack: Settings, topic: str) -> bool:
 
 
 def _produce(stack: Settings, topic: str, records: list[tuple[str, Any]]) -> None:
-    p = Producer({"bootstrap.servers": stack.kafka.bootstrap_servers})
+    p = Producer(kafka_producer_config(stack.kafka.bootstrap_servers))
     for key, value in records:
         p.produce(topic, key=key.encode(), value=json.dumps(value, default=str).encode())
     assert p.flush(30) == 0

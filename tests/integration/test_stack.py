@@ -9,6 +9,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -17,6 +18,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from config.settings import Settings, SettingsError, check_all_reachable, load_settings
+from sinks.stores import kafka_producer_config
 from stack import migrations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +37,7 @@ def test_scan_events_keep_per_key_order(stack: Settings) -> None:
     parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
     start = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
     probe.close()
-    producer = Producer({"bootstrap.servers": stack.kafka.bootstrap_servers, "enable.idempotence": True})
+    producer = Producer(kafka_producer_config(stack.kafka.bootstrap_servers, {"enable.idempotence": True}))
     keys = [str(uuid.uuid4()) for _ in range(5)]
     run = uuid.uuid4().hex
     for seq in range(20):
@@ -224,3 +226,40 @@ def test_local_broker_retention_is_bounded_by_size_not_time(stack: Settings) -> 
     assert conf["log.retention.ms"].value == "-1"
     assert conf["log.retention.bytes"].value == str(512 * 1024 * 1024)
     assert conf["log.segment.bytes"].value == str(128 * 1024 * 1024)
+
+
+def test_project_producers_place_keys_as_the_jobs_producers_do(stack: Settings) -> None:
+    """Scans produced by the simulator, the API or `label create` land on the partition number the
+    jobs' quixstreams producers write that shipment's events to (co-partitioned topics)."""
+    from confluent_kafka.admin import NewTopic
+    from quixstreams.kafka import Producer as JobProducer
+
+    bootstrap = stack.kafka.bootstrap_servers
+    topic = f"test-partitioner-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.create_topics([NewTopic(topic, num_partitions=stack.kafka.partitions,
+                                             replication_factor=1)]).values():
+        fut.result(timeout=30)
+    keys = [str(uuid.uuid4()) for _ in range(64)]
+    placed: dict[str, dict[str, int]] = {"project": {}, "job": {}}
+
+    def report(who: str) -> Any:
+        def on_delivery(err: Any, msg: Any) -> None:
+            assert err is None, err
+            placed[who][msg.key().decode()] = msg.partition()
+        return on_delivery
+
+    try:
+        ours = Producer(kafka_producer_config(bootstrap))
+        job = JobProducer(broker_address=bootstrap)
+        for key in keys:
+            ours.produce(topic, key=key.encode(), value=b"{}", on_delivery=report("project"))
+            job.produce(topic, key=key.encode(), value=b"{}", on_delivery=report("job"))
+        assert ours.flush(30) == 0
+        job.flush(30)
+        assert len(placed["project"]) == len(placed["job"]) == len(keys)
+        assert placed["project"] == placed["job"]
+        assert len(set(placed["job"].values())) > 1  # keys spread: the check compares real placements
+    finally:
+        for fut in admin.delete_topics([topic], operation_timeout=30).values():
+            fut.result(timeout=60)

@@ -127,7 +127,8 @@ def produce(
     send time `at`, so a validator that judges scan times against the record timestamp sees the
     day as the devices did. Ignored with restamp (the producer's clock is then the send time).
     producer: an already-built producer (tests); otherwise a confluent_kafka.Producer is made from
-    DEFAULT_CONFIG + `config` (with the project's partitioner, sinks/stores.py). Raises ProduceError when anything failed, unless raise_on_error=False.
+    DEFAULT_CONFIG + `config` (with the project's partitioner, sinks/stores.py). Raises ProduceError
+    when anything failed, unless raise_on_error=False.
     """
     msgs: Sequence[SimMessage] = messages if isinstance(messages, Sequence) else list(messages)
     if rate_per_s is not None and rate_per_s <= 0:

@@ -14,7 +14,7 @@ from config.settings import Settings
 # number, so a simulator- or API-produced scan of partition 3 had its normalized event written to
 # any of the 8 partitions of `notifications`. With murmur2 everywhere, the topics keyed by
 # shipment_id are co-partitioned: each pipeline process's transaction touches its own partitions
-# only (six interleaved pairs at 5,000 scans/s: Kafka 0.23 vs 0.25 cores, p50 0.49 vs 0.57 s,
+# only (six interleaved pairs at 5,000 scans/s: Kafka 0.23 vs 0.25 cores, mean p50 0.49 vs 0.57 s,
 # docs/bench/pipeline.md), and a shipment's label, scans and events keep one partition number.
 # Changing the partitioner of a live topic's producers moves keys: drain `scan-events` first
 # (a scan that lands on a new partition has its state rebuilt from PostgreSQL, never guessed).

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from api.testing import Process, start_at_end, topology_process
 from config.settings import Settings
@@ -53,6 +55,20 @@ def committed_offsets(settings: Settings, group: str, topic: str = "scan-events"
         return {tp.partition: tp.offset for tp in c.committed([TopicPartition(topic, p) for p in parts], timeout=10)}
     finally:
         c.close()
+
+
+@contextmanager
+def throwaway_topic(settings: Settings, partitions: int, prefix: str = "test-topic") -> Iterator[str]:
+    """A fresh topic for one test, deleted at its end."""
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    for fut in admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)]).values():
+        fut.result(timeout=30)
+    try:
+        yield topic
+    finally:
+        for fut in admin.delete_topics([topic], operation_timeout=30).values():
+            fut.result(timeout=60)
 
 
 def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:

@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 from config.settings import Settings, SettingsError, check_all_reachable, load_settings
 from sinks.stores import kafka_producer_config
 from stack import migrations
+from tests.integration.pipeline import throwaway_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -231,15 +232,9 @@ def test_local_broker_retention_is_bounded_by_size_not_time(stack: Settings) -> 
 def test_project_producers_place_keys_as_the_jobs_producers_do(stack: Settings) -> None:
     """Scans produced by the simulator, the API or `label create` land on the partition number the
     jobs' quixstreams producers write that shipment's events to (co-partitioned topics)."""
-    from confluent_kafka.admin import NewTopic
     from quixstreams.kafka import Producer as JobProducer
 
     bootstrap = stack.kafka.bootstrap_servers
-    topic = f"test-partitioner-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for fut in admin.create_topics([NewTopic(topic, num_partitions=stack.kafka.partitions,
-                                             replication_factor=1)]).values():
-        fut.result(timeout=30)
     keys = [str(uuid.uuid4()) for _ in range(64)]
     placed: dict[str, dict[str, int]] = {"project": {}, "job": {}}
 
@@ -249,7 +244,7 @@ def test_project_producers_place_keys_as_the_jobs_producers_do(stack: Settings) 
             placed[who][msg.key().decode()] = msg.partition()
         return on_delivery
 
-    try:
+    with throwaway_topic(stack, stack.kafka.partitions, "test-partitioner") as topic:
         ours = Producer(kafka_producer_config(bootstrap))
         job = JobProducer(broker_address=bootstrap)
         for key in keys:
@@ -260,6 +255,3 @@ def test_project_producers_place_keys_as_the_jobs_producers_do(stack: Settings) 
         assert len(placed["project"]) == len(placed["job"]) == len(keys)
         assert placed["project"] == placed["job"]
         assert len(set(placed["job"].values())) > 1  # keys spread: the check compares real placements
-    finally:
-        for fut in admin.delete_topics([topic], operation_timeout=30).values():
-            fut.result(timeout=60)

@@ -8,6 +8,8 @@ server accepts connections, and a failure names the server and its log file.
 from __future__ import annotations
 
 import base64
+import contextlib
+import ctypes
 import glob
 import os
 import shutil
@@ -16,6 +18,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,10 +97,34 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log written)"
 
 
+_PR_SET_TIMERSLACK, _PR_GET_TIMERSLACK = 29, 30  # linux/prctl.h
+
+
+@contextlib.contextmanager
+def _timer_slack(ns: int | None) -> Iterator[None]:
+    """Run the block with this thread's timer slack at `ns` nanoseconds (None: as it is).
+
+    A process forked meanwhile starts with it, keeps it across exec, and every thread it creates
+    inherits it (prctl(2), PR_SET_TIMERSLACK): the way to give a server coarser sleeps without a
+    wrapper binary.
+    """
+    if not ns:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    old = libc.prctl(_PR_GET_TIMERSLACK, 0, 0, 0, 0)
+    if libc.prctl(_PR_SET_TIMERSLACK, int(ns), 0, 0, 0) != 0:
+        raise StackError(f"prctl(PR_SET_TIMERSLACK, {ns}) failed: {os.strerror(ctypes.get_errno())}")
+    try:
+        yield
+    finally:
+        libc.prctl(_PR_SET_TIMERSLACK, old, 0, 0, 0)
+
+
 def _spawn(cmd: list[str], log: Path, pid_file: Path, env: dict[str, str] | None = None,
-           user: str | None = None) -> int:
+           user: str | None = None, timer_slack_ns: int | None = None) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    with open(log, "ab") as out, _timer_slack(timer_slack_ns):
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env={**os.environ, **(env or {})}, user=user,
@@ -336,7 +363,11 @@ def start_cassandra(settings: Settings) -> str:
            f"-Dcassandra.logdir={log.parent}", f"-Dlogback.configurationFile={conf / 'logback.xml'}",
            "-Dcassandra-foreground=yes", "-Dcassandra.jmx.local.port=7199", f"-Djna.tmpdir={jna_tmp}",
            "-cp", f"{conf}:{libs}/*", "org.apache.cassandra.service.CassandraDaemon"]
-    _spawn(cmd, log.parent / "stdout.log", pid_file)
+    # Coarser sleeps for Cassandra's threads: its shared request/mutation pool (SEPWorker) spins
+    # idle workers through parkNanos(10 µs..) before parking them, tens of thousands of wake-ups a
+    # second at 5,000 writes/s on two cores (docs/bench/pipeline.md, session 8).
+    slack = settings.stack.cassandra_timer_slack_us * 1000
+    _spawn(cmd, log.parent / "stdout.log", pid_file, timer_slack_ns=slack)
     _wait("cassandra", lambda: _cql_ready(settings), 240, log, pid_file)
     return "started"
 

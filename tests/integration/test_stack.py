@@ -255,3 +255,25 @@ def test_project_producers_place_keys_as_the_jobs_producers_do(stack: Settings) 
         assert len(placed["project"]) == len(placed["job"]) == len(keys)
         assert placed["project"] == placed["job"]
         assert len(set(placed["job"].values())) > 1  # keys spread: the check compares real placements
+
+
+def test_cassandra_threads_sleep_with_the_configured_timer_slack(stack: Settings) -> None:
+    """`parcel up` starts Cassandra with a coarser timer slack (stack.cassandra_timer_slack_us),
+    inherited by every thread the JVM creates, its request-pool workers included: their idle
+    sleep-spinning wakes the machine ~10 times less often (docs/bench/pipeline.md, session 8)."""
+    from stack.servers import status
+
+    pid = next(s.pid for s in status(stack) if s.name == "cassandra")
+    assert pid is not None, "no Cassandra pid file: was the stack started by `parcel up`?"
+    want = stack.stack.cassandra_timer_slack_us * 1000
+    assert want > 50_000  # the kernel's default: the setting must differ from it to be seen
+    threads = {}
+    for tid in (Path(f"/proc/{pid}/task")).iterdir():
+        try:
+            threads[(tid / "comm").read_text().strip()] = int(Path(f"/proc/{tid.name}/timerslack_ns").read_text())
+        except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
+            continue
+    # comm is cut at 15 characters: "Native-Transport-Requests-3" reads "Native-Transpor"
+    assert any(name.startswith(("SharedPool", "Native-Transpor", "MutationStage")) for name in threads), threads
+    wrong = {name: ns for name, ns in threads.items() if ns != want}
+    assert not wrong, f"threads without timer slack {want} ns: {wrong}"

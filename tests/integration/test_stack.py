@@ -118,6 +118,13 @@ def test_postgres_migrations_up_down_up(stack: Settings) -> None:
         assert migrations.migrate_postgres(scratch) == HEAD
         assert migrations.migrate_postgres(scratch, "-6") == "0001"  # the newer downgrades run too
         assert migrations.migrate_postgres(scratch) == HEAD
+        with psycopg.connect(scratch.postgres.dsn) as conn:
+            # 0007 builds its indexes CONCURRENTLY (outside a transaction): a failed build would
+            # leave an invalid index behind.
+            invalid = conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid").fetchall()
+            assert invalid == []
+            names = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'shipments'")}
+            assert "shipments_fresh_labels_idx" in names and "shipments_status_idx" not in names
     finally:
         with psycopg.connect(stack.postgres.dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)')

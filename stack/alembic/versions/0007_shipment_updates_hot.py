@@ -42,16 +42,23 @@ def upgrade() -> None:
                "WHERE status = 'LABEL_CREATED' AND last_event_id IS NULL")
     op.execute("ALTER TABLE shipments ALTER COLUMN label_fresh SET DEFAULT true, "
                "ALTER COLUMN stored_at SET DEFAULT now()")
-    op.execute("DROP INDEX IF EXISTS shipments_fresh_labels_idx")
-    op.execute("CREATE INDEX shipments_fresh_labels_idx ON shipments (stored_at, created_at) WHERE label_fresh")
-    op.execute("DROP INDEX IF EXISTS shipments_status_idx")
     op.execute("ALTER TABLE shipments SET (fillfactor = 80)")
+    # The index changes run outside the migration's transaction, CONCURRENTLY: building an index
+    # scans the whole table, and a plain CREATE INDEX would block the pipeline's writes meanwhile.
+    # A build that fails leaves an invalid index of that name: the DROP before it clears one.
+    with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS shipments_fresh_labels_idx")
+        op.execute("CREATE INDEX CONCURRENTLY shipments_fresh_labels_idx ON shipments (stored_at, created_at) "
+                   "WHERE label_fresh")
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS shipments_status_idx")
 
 
 def downgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS shipments_status_idx")
+        op.execute("CREATE INDEX CONCURRENTLY shipments_status_idx ON shipments (status)")
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS shipments_fresh_labels_idx")
+        op.execute("CREATE INDEX CONCURRENTLY shipments_fresh_labels_idx ON shipments (updated_at, created_at) "
+                   "WHERE status = 'LABEL_CREATED' AND last_event_id IS NULL")
     op.execute("ALTER TABLE shipments RESET (fillfactor)")
-    op.execute("CREATE INDEX IF NOT EXISTS shipments_status_idx ON shipments (status)")
-    op.execute("DROP INDEX IF EXISTS shipments_fresh_labels_idx")
-    op.execute("CREATE INDEX shipments_fresh_labels_idx ON shipments (updated_at, created_at) "
-               "WHERE status = 'LABEL_CREATED' AND last_event_id IS NULL")
     op.execute("ALTER TABLE shipments DROP COLUMN stored_at, DROP COLUMN label_fresh")

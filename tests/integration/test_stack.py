@@ -275,7 +275,7 @@ def test_cassandra_threads_sleep_with_the_configured_timer_slack(stack: Settings
     want = stack.stack.cassandra_timer_slack_us * 1000
     assert want > 50_000  # the kernel's default: the setting must differ from it to be seen
     threads = {}
-    for tid in (Path(f"/proc/{pid}/task")).iterdir():
+    for tid in Path(f"/proc/{pid}/task").iterdir():
         try:
             threads[(tid / "comm").read_text().strip()] = int(Path(f"/proc/{tid.name}/timerslack_ns").read_text())
         except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile

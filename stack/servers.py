@@ -204,6 +204,17 @@ def _kafka_paths(settings: Settings) -> tuple[Path, Path, Path, Path]:
     return base, base / "data", base / "logs" / "server.log", base / "kafka.pid"
 
 
+def kafka_cluster_id() -> str:
+    """A random cluster id as Kafka's own ``Uuid.randomUuid()`` makes it: 22 url-safe base64
+    characters that never start with ``-``. One uuid in 64 encodes to a leading ``-``; Kafka
+    redraws those because command lines read such an id as an option (``kafka-storage format -t
+    -x...`` fails with "expected one argument"), so this redraws them too."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 def start_kafka(settings: Settings) -> str:
     host, port = settings.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)
     base, data, log, pid_file = _kafka_paths(settings)
@@ -222,8 +233,8 @@ def start_kafka(settings: Settings) -> str:
     logopts = [f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={log.parent}"]
     cp = f"{libs}/*"
     if not (data / "meta.properties").exists():
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        fmt = subprocess.run([java, *logopts, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cid,
+        fmt = subprocess.run([java, *logopts, "-cp", cp, "kafka.tools.StorageTool", "format",
+                              f"--cluster-id={kafka_cluster_id()}",
                               "-c", str(props), "--ignore-formatted"], capture_output=True, text=True)
         if fmt.returncode != 0:
             raise StackError(f"kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")

@@ -9,13 +9,14 @@ to the rule written first. No rule → the event is not announced.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from models.domain import EventType, ReasonCode, ServiceLevel
+from models.domain import EventType, ReasonCode, ServiceLevel, Status
 
 Channel = Literal["sms", "email", "push"]
 Audience = Literal["recipient", "sender"]
@@ -43,6 +44,24 @@ class Rule(_Strict):
     reschedule: bool = False
     # Escalation level shown to operations and in the template (info < warning < critical).
     severity: Literal["info", "warning", "critical"] = "info"
+    # A message that is only true for a while ("out for delivery today") is not sent once its event
+    # is older than this (a notifier catching up on a backlog, a scanner that uploaded late).
+    expires_after_s: int | None = Field(default=None, ge=1)
+    # ... nor once the shipment has moved on: a later event is stored and left it in one of these
+    # statuses ("out for delivery" when it is already delivered).
+    superseded_by: list[str] = Field(default_factory=list)
+
+    def stale(self, event_at: datetime, now: datetime, status: str | None,
+              last_event_at: datetime | None) -> str | None:
+        """Why a message of this rule about an event at `event_at` should no longer be sent:
+        "expired", "superseded", or None. `status` and `last_event_at` are the shipment's now."""
+        if event_at.tzinfo is None:  # a time without a zone is UTC, as everywhere in the system
+            event_at = event_at.replace(tzinfo=UTC)
+        if self.expires_after_s is not None and now - event_at > timedelta(seconds=self.expires_after_s):
+            return "expired"
+        if (status in self.superseded_by and last_event_at is not None and last_event_at > event_at):
+            return "superseded"
+        return None
 
     @property
     def specificity(self) -> int:
@@ -84,6 +103,9 @@ class RuleSet:
                 best = rule
         return best
 
+    def by_id(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.spec.rules if r.id == rule_id), None)
+
     def window_s(self, event_type: str, overrides: dict[str, int] | None = None) -> int:
         if overrides and event_type in overrides:
             return int(overrides[event_type])
@@ -116,15 +138,17 @@ def template_path(templates_dir: Path, channel: str, language: str, template: st
 def lint_rules(ruleset: RuleSet, templates_dir: Path) -> list[str]:
     """Problems as `source: rule <id>: field: message` lines; empty when the rules are sound.
 
-    Checks: known event types, reason codes and service levels; unique rule ids; a template for
-    every channel of every rule in every language; windows named by known event types; two rules
-    with the same condition (the second could never win); reschedule offered only where it fits.
+    Checks: known event types, reason codes, service levels and statuses; unique rule ids; a
+    template for every channel of every rule in every language; windows named by known event types;
+    two rules with the same condition (the second could never win); reschedule offered only where it
+    fits.
     """
     problems: list[str] = []
     src = ruleset.source
     events = {e.value for e in EventType}
     reasons = {r.value for r in ReasonCode}
     levels = {s.value for s in ServiceLevel}
+    statuses = {s.value for s in Status}
     spec = ruleset.spec
     if spec.default_language not in spec.languages:
         problems.append(f"{src}: default_language {spec.default_language!r} is not in languages")
@@ -148,6 +172,9 @@ def lint_rules(ruleset: RuleSet, templates_dir: Path) -> list[str]:
         for sl in w.service_level or []:
             if sl not in levels:
                 problems.append(f"{where}: when.service_level: unknown service level {sl!r}")
+        for st in rule.superseded_by:
+            if st not in statuses:
+                problems.append(f"{where}: superseded_by: unknown status {st!r} (known: {', '.join(sorted(statuses))})")
         key = (w.event_type, tuple(sorted(w.reason_code or [])) if w.reason_code is not None else None,
                tuple(sorted(w.service_level or [])) if w.service_level is not None else None)
         if key in seen_when:

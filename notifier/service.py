@@ -163,6 +163,10 @@ class Notifier:
                 self._dead_letter(source, str(ev.shipment_id), "unknown_shipment",
                                   "the shipment of this event is not in PostgreSQL", {"event_id": str(ev.event_id)})
                 continue
+            stale = planned.rule.stale(ev.created_at, now, contact.status, contact.last_event_at)
+            if stale is not None:
+                self._stale(planned, stale, contact, result)
+                continue
             rows, skipped = self.plan_rows(planned, contact, now)
             delivered = ev.notify_type == EventType.DELIVERED.value
             claim = Claim.NEW
@@ -206,6 +210,17 @@ class Notifier:
             self.metrics.outcome(channel, "duplicate")
         log.info("notification suppressed as duplicate: shipment_id=%s event_type=%s event_id=%s",
                  ev.shipment_id, ev.notify_type, ev.event_id)
+
+    def _stale(self, planned: PlannedEvent, why: str, contact: ShipmentContacts, result: HandleResult) -> None:
+        """A message that is no longer true is not sent: nothing is claimed, planned or sent."""
+        ev = planned.event
+        self.metrics.decided.labels(ev.notify_type, why).inc()
+        for channel in planned.rule.channels if planned.rule else ():
+            self.metrics.outcome(channel, why)
+            result.skipped[why] = result.skipped.get(why, 0) + 1
+        log.info("notification not sent (%s): shipment_id=%s event_type=%s event_at=%s status=%s last_event_at=%s",
+                 why, ev.shipment_id, ev.notify_type, ev.created_at.isoformat(), contact.status,
+                 contact.last_event_at.isoformat() if contact.last_event_at else None)
 
     def _pause(self, event_id: uuid.UUID) -> None:
         if self.pause_after_claim > 0:
@@ -361,7 +376,29 @@ class Notifier:
         rows = self.store.lease(self.owner, shipment_ids=shipment_ids, lease_s=self.cfg.lease_s)
         if not rows:
             return HandleResult()
-        return self.send_rows(rows)
+        result = HandleResult()
+        return self.send_rows(self._drop_stale(rows, result), result=result)
+
+    def _drop_stale(self, rows: list[dict[str, Any]], result: HandleResult) -> list[dict[str, Any]]:
+        """Rows that waited (quiet hours, a dead holder's lease) are judged again before their send:
+        the ones whose message went stale meanwhile are marked `skipped` with the reason."""
+        states = self.store.shipment_states(r["shipment_id"] for r in rows)
+        now = self.clock()
+        fresh: list[dict[str, Any]] = []
+        for r in rows:
+            rule = self.rules.by_id(r["rule_id"])
+            status, last_event_at = states.get(r["shipment_id"], (None, None))
+            why = rule.stale(r["event_at"], now, status, last_event_at) if rule and r["event_at"] else None
+            if why is None:
+                fresh.append(r)
+                continue
+            since = last_event_at.isoformat() if last_event_at else "-"
+            self.store.mark_skipped(r["notification_id"],
+                                    f"{why}: event at {r['event_at'].isoformat()}, shipment {status} since {since}")
+            self.metrics.outcome(r["channel"], why)
+            result.skipped[why] = result.skipped.get(why, 0) + 1
+            log.info("notification not sent (%s): %s status=%s", why, r["notification_id"], status)
+        return fresh
 
     def _dead_letter(self, source: dict[str, Any] | None, key: str | None, reason: str, detail: str,
                      value: Any, *, step: str = "plan") -> None:

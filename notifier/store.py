@@ -50,6 +50,7 @@ class ShipmentContacts:
     dest_lng: float | None
     recipient: Contact | None
     sender: Contact | None
+    last_event_at: datetime | None = None  # the newest stored event's time (stale-message rules)
 
 
 @dataclass
@@ -117,13 +118,19 @@ class NotifierStore:
         cols = ", ".join([f"r.{c} AS r_{c}" for c in _CONTACT_COLS] + [f"p.{c} AS p_{c}" for c in _CONTACT_COLS])
         rows = self.conn.execute(
             f"SELECT s.shipment_id, s.tracking_number, s.service_level::text AS service_level, "
-            f"s.status::text AS status, s.destination_facility_id, s.dest_lat, s.dest_lng, {cols} "
+            f"s.status::text AS status, s.last_event_at, s.destination_facility_id, s.dest_lat, s.dest_lng, {cols} "
             "FROM shipments s LEFT JOIN recipients r ON r.recipient_id = s.recipient_id "
             "LEFT JOIN recipients p ON p.recipient_id = s.sender_id WHERE s.shipment_id = ANY(%s)",
             (list(set(shipment_ids)),)).fetchall()
         return {r["shipment_id"]: ShipmentContacts(
             r["shipment_id"], r["tracking_number"], r["service_level"], r["status"], r["destination_facility_id"],
-            r["dest_lat"], r["dest_lng"], _contact(r, "r_"), _contact(r, "p_")) for r in rows}
+            r["dest_lat"], r["dest_lng"], _contact(r, "r_"), _contact(r, "p_"), r["last_event_at"]) for r in rows}
+
+    def shipment_states(self, shipment_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, tuple[str, datetime | None]]:
+        """shipment_id -> (status, last_event_at) as stored now."""
+        rows = self.conn.execute("SELECT shipment_id, status::text AS status, last_event_at FROM shipments "
+                                 "WHERE shipment_id = ANY(%s)", (list(set(shipment_ids)),)).fetchall()
+        return {r["shipment_id"]: (r["status"], r["last_event_at"]) for r in rows}
 
     def regions(self, facility_ids: Iterable[str]) -> dict[str, str]:
         rows = self.conn.execute("SELECT facility_id, region FROM facilities WHERE facility_id = ANY(%s)",
@@ -231,6 +238,11 @@ class NotifierStore:
     def mark_sent(self, notification_id: str, provider_ref: str | None) -> None:
         self.conn.execute("UPDATE notification_outbox SET state = 'sent', sent_at = now(), provider_ref = %s, "
                           "lease_until = NULL WHERE notification_id = %s", (provider_ref, notification_id))
+
+    def mark_skipped(self, notification_id: str, why: str) -> None:
+        """Not sent, on purpose: the message went stale (expired or superseded) before its send."""
+        self.conn.execute("UPDATE notification_outbox SET state = 'skipped', last_error = %s, lease_until = NULL "
+                          "WHERE notification_id = %s AND state = 'pending'", (why[:2000], notification_id))
 
     def mark_dead(self, notification_id: str, error: str) -> None:
         self.conn.execute("UPDATE notification_outbox SET state = 'dead', last_error = %s, lease_until = NULL "

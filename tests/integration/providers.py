@@ -241,17 +241,24 @@ class Parcel:
 
     def event(self, event_type: str, *, status: str | None = None, reason_code: str | None = None,
               attempt_count: int = 0, event_id: uuid.UUID | None = None,
-              return_tn: str | None = None) -> dict[str, Any]:
+              return_tn: str | None = None, at: datetime | None = None) -> dict[str, Any]:
         return {
             "schema_version": 1, "event_id": str(event_id or uuid.uuid4()), "shipment_id": str(self.id),
             "tracking_number": self.tracking_number, "event_type": event_type, "status": status or event_type,
             "previous_status": None, "reason_code": reason_code, "attempt_count": attempt_count,
             "facility": {"id": self.station, "name": "Station", "city": "Testville"} if self.station else None,
-            "created_at": datetime.now(UTC).isoformat(),
+            "created_at": (at or datetime.now(UTC)).isoformat(),
             "eta": {"at": (datetime.now(UTC) + timedelta(hours=5)).isoformat(), "source": "rule"},
             "return_shipment": {"shipment_id": str(uuid.uuid4()), "tracking_number": return_tn} if return_tn else None,
             "service_level": self.service_level, "driver_id": None, "route_id": None,
         }
+
+
+    def stored(self, pg: psycopg.Connection[Any], status: str, last_event_at: datetime) -> None:
+        """The shipment as the scan pipeline leaves it after an event (these tests feed the notifier
+        without the pipeline)."""
+        pg.execute("UPDATE shipments SET status = %s, last_event_at = %s WHERE shipment_id = %s",
+                   (status, last_event_at, self.id))
 
 
 def cleanup_outbox(dsn: str, shipment_ids: list[uuid.UUID] | None = None) -> None:

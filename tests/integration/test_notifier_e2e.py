@@ -185,6 +185,60 @@ def test_quiet_hours_defer_until_they_end(notifier: NotifierProcess, providers: 
         assert len(got) == 1 and got[0].at >= until.timestamp(), f"{channel} waited for the end of quiet hours"
 
 
+def test_a_notifier_catching_up_sends_only_what_is_still_true(notifier: NotifierProcess, providers: Providers,
+                                                             producer: Producer, pg: psycopg.Connection[Any]) -> None:
+    """A backlog (the notifier was down): the shipment was out for delivery, missed and returned
+    before the notifier read a thing. The customer hears of the return, not of a 'today' that is
+    over and an attempt that is settled; a lone 'out for delivery' from 13 hours ago has expired."""
+    now = datetime.now(UTC)
+    p = Parcel(pg, Party(providers))
+    p.stored(pg, "RETURN_TO_SENDER", now)
+    old = Parcel(pg, Party(providers))
+    old.stored(pg, "OUT_FOR_DELIVERY", now - timedelta(hours=13))
+    send(producer,
+         p.event("OUT_FOR_DELIVERY", at=now - timedelta(hours=2)),
+         p.event("DELIVERY_ATTEMPTED", reason_code="recipient_unavailable", attempt_count=1,
+                 at=now - timedelta(hours=1)),
+         p.event("DELIVERY_ATTEMPTED", status="RETURN_TO_SENDER", reason_code="recipient_unavailable",
+                 attempt_count=3, return_tn="PTRETURN456", at=now),
+         old.event("OUT_FOR_DELIVERY", at=now - timedelta(hours=13)),
+         old.event("EXCEPTION", reason_code="damaged"))  # a barrier that is never stale
+    wait_for(lambda: received(providers, "email", p.recipient) and received(providers, "email", old.recipient), 60,
+             "the return and the damage emails", notifier)
+    time.sleep(SETTLE_S)
+    assert counts(providers, p.recipient, old.recipient) == Counter({
+        ("sms", p.recipient.name): 1, ("email", p.recipient.name): 1,      # the return only
+        ("sms", old.recipient.name): 1, ("email", old.recipient.name): 1,  # the damage only
+    })
+    assert all("PTRETURN456" in r.body for r in received(providers, "sms", p.recipient))
+    planned = pg.execute("SELECT DISTINCT event_type FROM notification_outbox WHERE shipment_id = ANY(%s)",
+                         ([p.id, old.id],)).fetchall()
+    assert sorted(r[0] for r in planned) == ["EXCEPTION", "RETURN_TO_SENDER"], "stale messages are never planned"
+
+
+def test_a_message_held_by_quiet_hours_is_skipped_if_the_shipment_moved_on(
+        notifier: NotifierProcess, providers: Providers, producer: Producer, pg: psycopg.Connection[Any]) -> None:
+    now = datetime.now(UTC)
+    tz = ZoneInfo("America/Chicago")
+    start = (now - timedelta(hours=1)).astimezone(tz).time().replace(microsecond=0)
+    end = (now + timedelta(seconds=15)).astimezone(tz).time().replace(microsecond=0)
+    p = Parcel(pg, Party(providers, timezone="America/Chicago", quiet_hours_start=start, quiet_hours_end=end))
+    p.stored(pg, "OUT_FOR_DELIVERY", now)
+    send(producer, p.event("OUT_FOR_DELIVERY", at=now))  # sms + push: both held by quiet hours
+
+    def states() -> dict[str, tuple[str, str | None]]:
+        return {r[0]: (r[1], r[2]) for r in pg.execute(
+            "SELECT channel, state, last_error FROM notification_outbox WHERE shipment_id = %s", (p.id,)).fetchall()}
+
+    wait_for(lambda: {s for s, _ in states().values()} == {"deferred"} and len(states()) == 2, 60,
+             "sms and push held by quiet hours", notifier)
+    p.stored(pg, "DELIVERED", now + timedelta(minutes=1))  # delivered while they waited
+    wait_for(lambda: {s for s, _ in states().values()} == {"skipped"}, 60, "the drainer to judge them", notifier)
+    assert all(err and err.startswith("superseded: ") and "DELIVERED" in err for _, err in states().values())
+    time.sleep(SETTLE_S)
+    assert counts(providers, p.recipient) == Counter()
+
+
 def test_opt_out_suppresses(notifier: NotifierProcess, providers: Providers, producer: Producer,
                             pg: psycopg.Connection[Any]) -> None:
     p = Parcel(pg, Party(providers, opt_in_sms=False, opt_in_push=False))

@@ -92,7 +92,7 @@ def test_tracking_events_partition_reads_in_scan_order(stack: Settings) -> None:
         cluster.shutdown()
 
 
-HEAD = "0007"  # the newest revision under stack/alembic/versions/
+HEAD = "0008"  # the newest revision under stack/alembic/versions/
 
 
 def test_postgres_migrations_up_down_up(stack: Settings) -> None:
@@ -116,6 +116,17 @@ def test_postgres_migrations_up_down_up(stack: Settings) -> None:
             assert conn.execute("SELECT to_regclass('public.shipments')").fetchone()[0] is None
             assert not conn.execute("SELECT 1 FROM pg_type WHERE typname='shipment_status'").fetchone()
         assert migrations.migrate_postgres(scratch) == HEAD
+        with psycopg.connect(scratch.postgres.dsn, autocommit=True) as conn:  # 0008's state, which 0007 lacks
+            conn.execute("INSERT INTO notification_outbox (notification_id, shipment_id, event_type, rule_id, "
+                         "template, audience, channel, address, language, body, state, last_error) VALUES "
+                         "('n1', gen_random_uuid(), 'OUT_FOR_DELIVERY', 'out_for_delivery', 'out_for_delivery', "
+                         "'recipient', 'sms', '+15550000000', 'en', 'b', 'skipped', 'superseded: x')")
+        assert migrations.migrate_postgres(scratch, "-1") == "0007"
+        with psycopg.connect(scratch.postgres.dsn) as conn:  # a skipped message is dead before 0008
+            assert conn.execute("SELECT state, last_error FROM notification_outbox").fetchall() == [
+                ("dead", "skipped: superseded: x")]
+            conn.execute("DELETE FROM notification_outbox")
+            conn.commit()
         assert migrations.migrate_postgres(scratch, "-6") == "0001"  # the newer downgrades run too
         assert migrations.migrate_postgres(scratch) == HEAD
         with psycopg.connect(scratch.postgres.dsn) as conn:
@@ -123,6 +134,9 @@ def test_postgres_migrations_up_down_up(stack: Settings) -> None:
             # leave an invalid index behind.
             invalid = conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid").fetchall()
             assert invalid == []
+            # 0008 validates its constraint after the swap: a NOT VALID one would not check old rows
+            assert conn.execute("SELECT convalidated FROM pg_constraint WHERE conname = 'outbox_state'").fetchone() == (
+                True,)
             names = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'shipments'")}
             assert "shipments_fresh_labels_idx" in names and "shipments_status_idx" not in names
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -51,6 +51,56 @@ def test_windows_per_event_type_and_overrides() -> None:
 def test_return_to_sender_reaches_both_parties() -> None:
     rule = load_rules(RULES).match("RETURN_TO_SENDER", None, "STANDARD")
     assert rule is not None and set(rule.audience) == {"recipient", "sender"}
+
+
+T0 = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
+
+
+def test_out_for_delivery_expires_after_half_a_day() -> None:
+    rule = load_rules(RULES).match("OUT_FOR_DELIVERY", None, "STANDARD")
+    assert rule is not None
+    assert rule.stale(T0, T0 + timedelta(hours=11, minutes=59), "OUT_FOR_DELIVERY", T0) is None
+    assert rule.stale(T0, T0 + timedelta(hours=12, seconds=1), "OUT_FOR_DELIVERY", T0) == "expired"
+    assert rule.stale(T0.replace(tzinfo=None), T0 + timedelta(hours=13), "OUT_FOR_DELIVERY", T0) == "expired"
+
+
+@pytest.mark.parametrize(("event_type", "reason", "status", "stale"), [
+    # out for delivery: any later event makes "today" wrong
+    ("OUT_FOR_DELIVERY", None, "DELIVERED", "superseded"),
+    ("OUT_FOR_DELIVERY", None, "DELIVERY_ATTEMPTED", "superseded"),
+    ("OUT_FOR_DELIVERY", None, "IN_TRANSIT", "superseded"),
+    ("OUT_FOR_DELIVERY", None, "RETURN_TO_SENDER", "superseded"),
+    # a failed attempt: no longer once delivered, attempted again or returning
+    ("DELIVERY_ATTEMPTED", "refused", "RETURN_TO_SENDER", "superseded"),
+    ("DELIVERY_ATTEMPTED", "refused", "DELIVERY_ATTEMPTED", "superseded"),
+    ("DELIVERY_ATTEMPTED", "refused", "IN_TRANSIT", None),  # back at the station: the reschedule link still helps
+    ("EXCEPTION", "access_denied", "DELIVERED", "superseded"),
+    # shipped is news until the parcel is out; a delay until it is moving to the door again
+    ("PICKUP", None, "IN_TRANSIT", None),
+    ("PICKUP", None, "OUT_FOR_DELIVERY", "superseded"),
+    ("EXCEPTION", "weather_delay", "IN_TRANSIT", None),
+    ("EXCEPTION", "weather_delay", "DELIVERED", "superseded"),
+    # never stale: damage, delivery, return
+    ("EXCEPTION", "damaged", "DELIVERED", None),
+    ("DELIVERED", None, "DELIVERED", None),
+    ("RETURN_TO_SENDER", "max_attempts_reached", "RETURN_TO_SENDER", None),
+])
+def test_a_later_stored_event_supersedes_by_status(event_type: str, reason: str | None, status: str,
+                                                   stale: str | None) -> None:
+    rule = load_rules(RULES).match(event_type, reason, "STANDARD")
+    assert rule is not None
+    later = T0 + timedelta(minutes=40)
+    assert rule.stale(T0, later, status, later) == stale
+    # the event itself is the newest stored one (live operation): never superseded
+    assert rule.stale(T0, later, status, T0) is None
+    assert rule.stale(T0, later, status, None) is None
+
+
+def test_lint_names_an_unknown_superseding_status() -> None:
+    text = _rules("  - {id: a, when: {event_type: PICKUP}, template: shipped, channels: [email], "
+                  "superseded_by: [TELEPORTED]}\n")
+    problems = lint_rules(parse_rules(text, "r.yaml"), TEMPLATES)
+    assert any("rule a: superseded_by: unknown status 'TELEPORTED'" in p for p in problems)
 
 
 def _rules(body: str) -> str:

@@ -59,6 +59,30 @@ def _report_messages(settings: Settings, outbox: Path, echo: Callable[[str], Non
     sms = [m for m in msgs if m["channel"] == "sms"]
     if sms:
         echo(f"  last SMS to {sms[-1]['to']}: {sms[-1]['body']}")
+    stale = _stale_decisions(settings.metrics.port + dict((n, o) for n, _, o in JOBS)["notifier"])
+    if stale:
+        echo("  not sent because no longer true (the notifier caught up on a stored day; docs/notifier.md): "
+             + ", ".join(f"{k} {v:.0f}" for k, v in sorted(stale.items())))
+
+
+def _stale_decisions(port: int) -> dict[str, float]:
+    """The notifier job's events decided `superseded` / `expired`, from its /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        if family.name == "parcel_notification_events":
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.labels.get("decision") in ("superseded", "expired"):
+                    out[sample.labels["decision"]] += sample.value
+    return dict(out)
 
 
 # A main-job group further behind than this when the demo starts holds records of earlier runs

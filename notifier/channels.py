@@ -1,7 +1,11 @@
 """The three channels, each behind the same `send(row) -> provider_ref` shape:
 
 - SMS through the real `twilio` client; its API base URL is configurable (tests point it at a
-  local server speaking Twilio's Messages API).
+  local server speaking Twilio's Messages API). Twilio's Messages API takes no idempotency key, so
+  before sending a message that may already have gone out (its row was leased before: the holder
+  died between the send and the mark; or the last try ended in a network error after the request
+  left) the channel lists the recent messages to that number and reuses an accepted one with the
+  same body instead of sending a second.
 - Email over SMTP (smtplib), with the outbox id as Message-ID so a mail system can drop a resend.
 - Push as a webhook POST to the recipient's endpoint, with the outbox id as Idempotency-Key.
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import smtplib
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any, Protocol
@@ -75,15 +80,47 @@ class SmsChannel:
             else TwilioHttpClient(timeout=t.timeout_s)
         self.client = TwilioClient(t.account_sid, t.auth_token, http_client=http)
         self.from_number = t.from_number
+        self._uncertain: set[str] = set()  # rows whose last request may have reached Twilio
 
     def send(self, row: Mapping[str, Any]) -> str:
+        nid = str(row["notification_id"])
+        if int(row.get("attempts") or 0) > 1 or nid in self._uncertain:
+            sid = self.already_accepted(row)
+            if sid is not None:
+                self._uncertain.discard(nid)
+                return sid
         try:
             msg = self.client.messages.create(to=row["address"], from_=self.from_number, body=row["body"])
         except TwilioRestException as exc:
             raise _status_error("sms", exc.status, str(exc.msg)) from None
         except (TwilioException, OSError) as exc:
+            self._uncertain.add(nid)
             raise SendError("provider_unavailable", f"sms: {exc}", retryable=True) from None
+        self._uncertain.discard(nid)
         return str(msg.sid)
+
+    # Statuses of a message Twilio took and has not given up on (a failed one may be sent again).
+    TAKEN = frozenset({"accepted", "scheduled", "queued", "sending", "sent", "delivered", "read"})
+
+    def already_accepted(self, row: Mapping[str, Any]) -> str | None:
+        """The sid of a message Twilio already took for this row: to the same number, from ours, the
+        same body, created since the row was planned (a minute of clock skew allowed). Looks at the
+        20 newest messages to that number. Raises a retryable SendError when Twilio cannot be asked:
+        sending blind could be the duplicate this check exists to prevent."""
+        planned: datetime | None = row.get("created_at")
+        try:
+            recent = self.client.messages.list(to=row["address"], from_=self.from_number, limit=20)
+        except TwilioRestException as exc:
+            raise _status_error("sms", exc.status, f"listing recent messages: {exc.msg}") from None
+        except (TwilioException, OSError) as exc:
+            raise SendError("provider_unavailable", f"sms: listing recent messages: {exc}", retryable=True) from None
+        for m in recent:
+            if (m.body or "").strip() != str(row["body"]).strip() or m.status not in self.TAKEN:
+                continue
+            if planned is not None and m.date_created is not None and m.date_created < planned - timedelta(minutes=1):
+                continue
+            return str(m.sid)
+        return None
 
 
 class EmailChannel:

@@ -21,7 +21,7 @@ from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 HTTP_PORT = 8025
 SMTP_PORT = 1025
@@ -35,6 +35,43 @@ def sandbox_env(http_port: int = HTTP_PORT, smtp_port: int = SMTP_PORT) -> dict[
 
 def push_base(http_port: int = HTTP_PORT) -> str:
     return f"http://127.0.0.1:{http_port}/push"
+
+
+def is_twilio_messages(path: str) -> bool:
+    p = urlsplit(path).path
+    return p.startswith("/2010-04-01/Accounts/") and p.endswith("/Messages.json")
+
+
+class TwilioMessages:
+    """Twilio's Messages resource as the sandbox and the tests' provider keep it: create (POST) and
+    list (GET: newest first, filtered by To and From; one page), the shapes the `twilio` client
+    reads. The notifier lists before re-sending an SMS that may already have gone out."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._messages: list[dict[str, Any]] = []
+
+    def create(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+        account = urlsplit(path).path.split("/")[3]
+        sid = "SM" + uuid.uuid4().hex
+        now = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())
+        msg = {"sid": sid, "account_sid": account, "to": form.get("To"), "from": form.get("From"),
+               "body": form.get("Body"), "status": "queued", "num_segments": "1", "direction": "outbound-api",
+               "api_version": "2010-04-01", "date_created": now, "date_updated": now, "date_sent": None,
+               "price": None, "error_code": None, "uri": f"/2010-04-01/Accounts/{account}/Messages/{sid}.json"}
+        with self._lock:
+            self._messages.append(msg)
+        return msg
+
+    def page(self, path: str) -> dict[str, Any]:
+        parts = urlsplit(path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        size = int(query.get("PageSize", 50))
+        with self._lock:
+            found = [m for m in reversed(self._messages)
+                     if all(m[field] == query[key] for key, field in (("To", "to"), ("From", "from")) if key in query)]
+        return {"messages": found[:size], "page": 0, "page_size": size, "start": 0, "end": min(size, len(found)),
+                "uri": path, "first_page_uri": path, "next_page_uri": None, "previous_page_uri": None}
 
 
 class Outbox:
@@ -54,20 +91,24 @@ def serve(http_port: int, smtp_port: int, out: Path) -> None:
     from aiosmtpd.controller import Controller
 
     outbox = Outbox(out)
+    twilio = TwilioMessages()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
             pass
 
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if is_twilio_messages(self.path):
+                self._answer(200, twilio.page(self.path))
+            else:
+                self._answer(404, {"error": f"no such endpoint {self.path}"})
+
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.path.startswith("/2010-04-01/Accounts/") and self.path.endswith("/Messages.json"):
+            if is_twilio_messages(self.path):
                 form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
                 outbox.write("sms", form.get("To", ""), form.get("Body", ""))
-                sid = "SM" + uuid.uuid4().hex
-                self._answer(201, {"sid": sid, "status": "queued", "to": form.get("To"), "from": form.get("From"),
-                                   "body": form.get("Body"), "account_sid": self.path.split("/")[3],
-                                   "uri": f"{self.path[:-5]}/{sid}.json", "error_code": None})
+                self._answer(201, twilio.create(self.path, form))
             elif self.path.startswith("/push/"):
                 try:
                     payload = json.loads(raw or b"{}")

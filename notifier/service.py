@@ -51,6 +51,9 @@ log = logging.getLogger("notifier")
 # Test-only: sleep this long right after the dedupe claim (before the send), so a test can kill -9
 # the process inside the crash window. Never set in production.
 PAUSE_ENV = "PARCEL_NOTIFIER_TEST_PAUSE_AFTER_CLAIM_S"
+# Test-only: "<channel>=<seconds>", sleep that long after the provider took a message of that channel
+# and before it is marked sent (the window where a crash can repeat a message). Never set in production.
+PAUSE_AFTER_SEND_ENV = "PARCEL_NOTIFIER_TEST_PAUSE_AFTER_SEND"
 MAX_ATTEMPTS_SHOWN = 3
 
 
@@ -133,6 +136,8 @@ class Notifier:
         self.pool = ThreadPoolExecutor(max_workers=max(1, len(self.senders)), thread_name_prefix="notify-send")
         self.dead_letters = DeadLetters(settings.kafka.bootstrap_servers, self.cfg.dead_letter_topic)
         self.pause_after_claim = float(os.environ.get(PAUSE_ENV) or 0)
+        channel, _, secs = (os.environ.get(PAUSE_AFTER_SEND_ENV) or "").partition("=")
+        self.pause_after_send = (channel, float(secs or 0))
         # Lease owner id: this process and this instance (the drainer has its own).
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -362,6 +367,9 @@ class Notifier:
                             row["notification_id"], channel, exc.reason, exc.detail)
                 out.append((row, exc.reason))
                 continue
+            if self.pause_after_send[0] == channel and self.pause_after_send[1] > 0:
+                log.warning("test knob: paused after send, before mark (%s)", row["notification_id"])
+                time.sleep(self.pause_after_send[1])
             self.store.mark_sent(row["notification_id"], ref)
             self.metrics.outcome(channel, "sent")
             if row.get("event_at") is not None:

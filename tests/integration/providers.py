@@ -27,6 +27,7 @@ from aiosmtpd.controller import Controller
 from confluent_kafka import Producer
 
 from api.testing import Process, topology_process
+from notifier.sandbox import TwilioMessages, is_twilio_messages
 from tests.integration.pipeline import wait_for as pipeline_wait_for
 
 
@@ -49,6 +50,9 @@ class Providers:
     attempts: list[Receipt] = field(default_factory=list)
     fail: set[str] = field(default_factory=set)
     reject: set[str] = field(default_factory=set)  # numbers Twilio refuses (400, code 21211)
+    twilio: TwilioMessages = field(default_factory=TwilioMessages)  # what Twilio took, for its list API
+    listings: list[str] = field(default_factory=list)  # GETs of the Messages list
+    slow: dict[str, float] = field(default_factory=dict)  # numbers whose SMS is taken, answered this late
     lock: threading.Lock = field(default_factory=threading.Lock)
     http: ThreadingHTTPServer | None = None
     smtp: Controller | None = None
@@ -60,10 +64,19 @@ class Providers:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if is_twilio_messages(self.path):
+                    with providers.lock:
+                        providers.listings.append(self.path)
+                    providers._answer(self, 200, providers.twilio.page(self.path))
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
-                if self.path.startswith("/2010-04-01/Accounts/") and self.path.endswith("/Messages.json"):
+                if is_twilio_messages(self.path):
                     providers._twilio(self, raw)
                 elif self.path.startswith("/push/"):
                     providers._push(self, raw)
@@ -120,7 +133,6 @@ class Providers:
 
     def _twilio(self, h: BaseHTTPRequestHandler, raw: bytes) -> None:
         form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
-        account = h.path.split("/")[3]
         to = form.get("To", "")
         with self.lock:
             self.attempts.append(Receipt("sms", to, form.get("Body", ""), None, time.time(), form))
@@ -133,14 +145,11 @@ class Providers:
                     "https://www.twilio.com/docs/errors/20500", "status": 500}
             self._answer(h, 500, body)
             return
-        sid = "SM" + uuid.uuid4().hex
         self._record(Receipt("sms", to, form.get("Body", ""), None, time.time(), form))
-        now = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())
-        self._answer(h, 201, {
-            "sid": sid, "account_sid": account, "to": to, "from": form.get("From"), "body": form.get("Body"),
-            "status": "queued", "num_segments": "1", "direction": "outbound-api", "api_version": "2010-04-01",
-            "date_created": now, "date_updated": now, "date_sent": None, "price": None, "error_code": None,
-            "uri": f"/2010-04-01/Accounts/{account}/Messages/{sid}.json"})
+        msg = self.twilio.create(h.path, form)
+        if to in self.slow:
+            time.sleep(self.slow[to])  # taken, but the answer comes after the client gave up
+        self._answer(h, 201, msg)
 
     def _push(self, h: BaseHTTPRequestHandler, raw: bytes) -> None:
         payload = json.loads(raw)

@@ -62,6 +62,34 @@ def test_sms_rate_limit_is_respected(stack: Settings, providers: Providers) -> N
         assert stamps[i + 4] - stamps[i] >= 0.8, "never more than 4 in any second"
 
 
+def test_an_sms_whose_answer_was_lost_is_not_sent_again(stack: Settings, providers: Providers) -> None:
+    """Twilio took the message but the answer came after the client's timeout: the retry asks
+    Twilio's list of recent messages first and takes that message's sid instead of sending again."""
+    cfg = _cfg(providers)
+    cfg = cfg.model_copy(update={"twilio": cfg.twilio.model_copy(update={"timeout_s": 0.5})})
+    sender = Sender(SmsChannel(cfg), cfg, stack.redis.url)
+    phone = f"+1555{uuid.uuid4().int % 10**7:07d}"
+    providers.slow[phone] = 2.0
+    ref = sender.send(_row(phone))
+    assert len([r for r in providers.receipts if r.to == phone]) == 1
+    listing = providers.twilio.page(f"/2010-04-01/Accounts/x/Messages.json?To={phone.replace('+', '%2B')}")
+    assert [m["sid"] for m in listing["messages"]] == [ref]
+
+
+def test_a_row_leased_again_is_sent_when_twilio_has_no_such_message(stack: Settings, providers: Providers) -> None:
+    cfg = _cfg(providers)
+    channel = SmsChannel(cfg)
+    phone = f"+1555{uuid.uuid4().int % 10**7:07d}"
+    first = channel.send(_row(phone))  # another message to the same number, another body
+    before = len(providers.listings)
+    again = {**_row(phone), "body": "hello again", "attempts": 2}
+    ref = channel.send(again)
+    assert ref != first and len(providers.listings) == before + 1
+    assert sorted(r.body for r in providers.receipts if r.to == phone) == ["hello", "hello again"]
+    assert channel.send(again) == ref, "once taken, the same row is matched, not sent"
+    assert len([r for r in providers.receipts if r.to == phone]) == 2
+
+
 def test_refusal_is_not_retried_outage_is(stack: Settings, providers: Providers) -> None:
     cfg = _cfg(providers)
     sender = Sender(SmsChannel(cfg), cfg, stack.redis.url)

@@ -1,6 +1,7 @@
-"""kill -9 of the notifier between the dedupe claim and the send: after a restart the customer
-still gets exactly one message (real Kafka, PostgreSQL, Redis; local provider servers). A module of
-its own, so no other notifier process reads the same records while this one is paused."""
+"""kill -9 of the notifier between the dedupe claim and the send, and between Twilio taking an SMS
+and the outbox marking it sent: after a restart the customer still gets exactly one message (real
+Kafka, PostgreSQL, Redis; local provider servers). A module of its own, so no other notifier process
+reads the same records while this one is paused."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from tests.integration.providers import (
     cleanup_outbox,
     counts,
     process_env,
+    received,
     send,
     wait_for,
 )
@@ -94,3 +96,41 @@ def test_kill9_between_dedupe_and_send_still_sends_exactly_once(stack: Settings,
     d, o = delivered.recipient.name, ofd.recipient.name
     assert counts(providers, delivered.recipient) == Counter({("sms", d): 1, ("email", d): 1, ("push", d): 1})
     assert counts(providers, ofd.recipient) == Counter({("sms", o): 1, ("push", o): 1})
+
+
+def test_kill9_after_twilio_took_the_sms_does_not_send_it_again(stack: Settings, providers: Providers,
+                                                                 producer: Producer, pg: psycopg.Connection[Any],
+                                                                 tmp_path: Path) -> None:
+    """Twilio's Messages API has no idempotency key: the row, leased again after the crash, is
+    matched against Twilio's list of recent messages to that number instead of being sent twice."""
+    group = f"test-notifier-kill-sms-{uuid.uuid4().hex[:8]}"
+    start_group_at_end(stack, group, TOPIC)
+    env = {**process_env(providers), "PARCEL_NOTIFIER__LEASE_S": "3"}
+    proc = NotifierProcess(group, env, tmp_path / "kill-sms.log", tmp_path / "state")
+    ofd = Parcel(pg, Party(providers))
+    r = redis.Redis.from_url(stack.redis.url)
+    try:
+        proc.start(PARCEL_NOTIFIER_TEST_PAUSE_AFTER_SEND="sms=3600")
+        send(producer, ofd.event("OUT_FOR_DELIVERY"))
+        wait_for(lambda: len(received(providers, "sms", ofd.recipient)) == 1, 90, "Twilio to take the SMS", proc)
+        time.sleep(0.5)
+        proc.kill9()
+        row = pg.execute("SELECT state, provider_ref FROM notification_outbox WHERE shipment_id = %s "
+                         "AND channel = 'sms'", (ofd.id,)).fetchone()
+        assert row == ("pending", None), "killed between Twilio's answer and the mark"
+        listed = len(providers.listings)
+        proc.start()
+        wait_for(lambda: pg.execute("SELECT state FROM notification_outbox WHERE shipment_id = %s AND channel = 'sms'",
+                                    (ofd.id,)).fetchone() == ("sent",), 90, "the SMS row marked sent", proc)
+        time.sleep(SETTLE_S)
+    finally:
+        proc.stop()
+        r.delete(f"notif:{ofd.id}:OUT_FOR_DELIVERY")
+    o = ofd.recipient.name
+    assert counts(providers, ofd.recipient) == Counter({("sms", o): 1, ("push", o): 1})
+    assert len(providers.listings) > listed and ofd.recipient.phone.replace("+", "%2B") in providers.listings[-1]
+    sid = providers.twilio.page(f"/2010-04-01/Accounts/x/Messages.json?To={ofd.recipient.phone.replace('+', '%2B')}"
+                                )["messages"][0]["sid"]
+    ref = pg.execute("SELECT provider_ref FROM notification_outbox WHERE shipment_id = %s AND channel = 'sms'",
+                     (ofd.id,)).fetchone()
+    assert ref == (sid,), "the row records the message Twilio took the first time"

@@ -411,6 +411,32 @@ def pg_home(settings: Settings) -> Path:
     return Path("/var/lib/parcel-stack") / tag
 
 
+OWNER_FILE = "stack_dir"  # in a /var/lib/parcel-stack/<tag> folder: the stack dir it belongs to
+
+
+def prune_orphan_pg_homes(root: Path, keep: Path) -> list[Path]:
+    """Delete the PostgreSQL folders under `root` whose checkout is gone (a fresh clone under /tmp
+    that was removed) and whose server is not running. Folders without an owner file (written by
+    versions before it existed) are left alone: their checkout cannot be told."""
+    removed: list[Path] = []
+    for home in sorted(root.iterdir()) if root.is_dir() else ():
+        owner = home / OWNER_FILE
+        if home == keep or not owner.is_file() or Path(owner.read_text().strip()).exists():
+            continue
+        pid_file = home / "data" / "postmaster.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().split()[0]), 0)
+                continue  # still running
+            except PermissionError:
+                continue  # running, as another user
+            except (ValueError, IndexError, ProcessLookupError):
+                pass
+        shutil.rmtree(home, ignore_errors=True)
+        removed.append(home)
+    return removed
+
+
 def start_postgres(settings: Settings) -> str:
     host, port = settings.postgres.host_port
     base = pg_home(settings)
@@ -425,6 +451,10 @@ def start_postgres(settings: Settings) -> str:
     if user:
         for p in (base.parent, base, log.parent, sock):
             shutil.chown(p, user)
+        owner = base / OWNER_FILE
+        if not owner.exists():
+            owner.write_text(str(Path(settings.stack.dir).resolve()) + "\n")
+        prune_orphan_pg_homes(base.parent, keep=base)
         link = settings.stack.dir / "postgres"
         if not link.exists() and not link.is_symlink():
             link.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@
   died between the send and the mark; or the last try ended in a network error after the request
   left) the channel lists the recent messages to that number and reuses an accepted one with the
   same body instead of sending a second.
-- Email over SMTP (smtplib), with the outbox id as Message-ID so a mail system can drop a resend.
+- Email over SMTP (smtplib) on a kept-open connection, with the outbox id as Message-ID so a mail
+  system can drop a resend.
 - Push as a webhook POST to the recipient's endpoint, with the outbox id as Idempotency-Key.
 
 A provider error is a `SendError`, retryable (5xx, 429, network) or not (4xx: a bad number, a
@@ -17,6 +18,7 @@ Redis) and tenacity's retries with exponential backoff around each channel.
 from __future__ import annotations
 
 import smtplib
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -124,10 +126,45 @@ class SmsChannel:
 
 
 class EmailChannel:
+    """SMTP with one kept-open connection: the handshake (EHLO, STARTTLS, AUTH) is paid once per
+    `smtp.keepalive_s` of activity, not per message. A connection the server dropped meanwhile is
+    noticed at the next send (SMTPServerDisconnected before the message went out) and that send is
+    made once more on a fresh connection; any other error closes the connection."""
+
     name = "email"
 
     def __init__(self, cfg: NotifierSettings) -> None:
         self.cfg = cfg.smtp
+        self._smtp: smtplib.SMTP | None = None
+        self._last_used = 0.0
+        self._lock = threading.Lock()
+        self.connections = 0  # opened so far (observability and tests)
+
+    def _connection(self) -> smtplib.SMTP:
+        idle = time.monotonic() - self._last_used
+        if self._smtp is not None and (self.cfg.keepalive_s <= 0 or idle > self.cfg.keepalive_s):
+            self.close()
+        if self._smtp is None:
+            smtp = smtplib.SMTP(self.cfg.host, self.cfg.port, timeout=self.cfg.timeout_s)
+            try:
+                if self.cfg.starttls:
+                    smtp.starttls()
+                if self.cfg.username:
+                    smtp.login(self.cfg.username, self.cfg.password or "")
+            except BaseException:
+                smtp.close()
+                raise
+            self._smtp = smtp
+            self.connections += 1
+        return self._smtp
+
+    def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
 
     def send(self, row: Mapping[str, Any]) -> str:
         msg = EmailMessage()
@@ -138,19 +175,26 @@ class EmailChannel:
         msg["Message-ID"] = msg_id
         msg["X-Notification-Id"] = str(row["notification_id"])
         msg.set_content(row["body"])
-        try:
-            with smtplib.SMTP(self.cfg.host, self.cfg.port, timeout=self.cfg.timeout_s) as smtp:
-                if self.cfg.starttls:
-                    smtp.starttls()
-                if self.cfg.username:
-                    smtp.login(self.cfg.username, self.cfg.password or "")
-                smtp.send_message(msg)
-        except smtplib.SMTPResponseException as exc:
-            retryable = exc.smtp_code < 500  # 4xx is transient in SMTP; 5xx is a permanent refusal
-            raise SendError("provider_unavailable" if retryable else "provider_rejected",
-                            f"email: {exc.smtp_code} {exc.smtp_error!r}", retryable=retryable) from None
-        except (smtplib.SMTPException, OSError) as exc:
-            raise SendError("provider_unavailable", f"email: {exc}", retryable=True) from None
+        with self._lock:
+            try:
+                try:
+                    self._connection().send_message(msg)
+                except smtplib.SMTPServerDisconnected:
+                    if self.cfg.keepalive_s <= 0:
+                        raise
+                    self.close()  # a kept connection the server had dropped: once more, fresh
+                    self._connection().send_message(msg)
+                self._last_used = time.monotonic()
+            except smtplib.SMTPResponseException as exc:
+                self.close()
+                retryable = exc.smtp_code < 500  # 4xx is transient in SMTP; 5xx is a permanent refusal
+                raise SendError("provider_unavailable" if retryable else "provider_rejected",
+                                f"email: {exc.smtp_code} {exc.smtp_error!r}", retryable=retryable) from None
+            except (smtplib.SMTPException, OSError) as exc:
+                self.close()
+                raise SendError("provider_unavailable", f"email: {exc}", retryable=True) from None
+            if self.cfg.keepalive_s <= 0:
+                self.close()
         return msg_id
 
 

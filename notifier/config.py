@@ -35,6 +35,10 @@ class SmtpSettings(_Strict):
     username: str | None = None
     password: str | None = None
     timeout_s: float = 10.0
+    # The connection (with its STARTTLS and login) is kept open between messages and reopened when
+    # it has been idle this long (servers drop idle clients; many after 60 s or more) or was dropped.
+    # 0: a connection per message.
+    keepalive_s: float = Field(default=30.0, ge=0)
 
 
 class PushSettings(_Strict):

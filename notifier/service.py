@@ -143,6 +143,10 @@ class Notifier:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        for sender in self.senders.values():
+            close = getattr(sender.channel, "close", None)
+            if close is not None:
+                close()  # the kept-open SMTP connection
         self.store.close()
 
     # --- decide ---------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ class Providers:
     twilio: TwilioMessages = field(default_factory=TwilioMessages)  # what Twilio took, for its list API
     listings: list[str] = field(default_factory=list)  # GETs of the Messages list
     slow: dict[str, float] = field(default_factory=dict)  # numbers whose SMS is taken, answered this late
+    smtp_peers: list[tuple[str, int]] = field(default_factory=list)  # the client end of each email's connection
     lock: threading.Lock = field(default_factory=threading.Lock)
     http: ThreadingHTTPServer | None = None
     smtp: Controller | None = None
@@ -94,14 +95,25 @@ class Providers:
                 text = body.decode() if isinstance(body, bytes) else str(msg.get_payload())
                 for rcpt in envelope.rcpt_tos:
                     providers._record(Receipt("email", rcpt, text.strip(), msg["Subject"], time.time(), msg))
+                with providers.lock:
+                    providers.smtp_peers.append(tuple(session.peer))
                 return "250 OK"
 
         with socket.socket() as probe:  # aiosmtpd's readiness check cannot use port 0: pick one
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        self.smtp = Controller(SmtpHandler(), hostname="127.0.0.1", port=port)
+        self._smtp_handler = SmtpHandler()
+        self.smtp = Controller(self._smtp_handler, hostname="127.0.0.1", port=port)
         self.smtp.start()
         return self
+
+    def restart_smtp(self) -> None:
+        """The mail server goes away and comes back on the same port (its clients' connections die)."""
+        assert self.smtp is not None
+        port = self.smtp_port
+        self.smtp.stop()
+        self.smtp = Controller(self._smtp_handler, hostname="127.0.0.1", port=port)
+        self.smtp.start()
 
     def stop(self) -> None:
         if self.http is not None:

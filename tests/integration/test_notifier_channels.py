@@ -90,6 +90,29 @@ def test_a_row_leased_again_is_sent_when_twilio_has_no_such_message(stack: Setti
     assert len([r for r in providers.receipts if r.to == phone]) == 2
 
 
+def test_emails_share_one_smtp_connection_and_survive_a_dropped_one(providers: Providers) -> None:
+    channel = EmailChannel(_cfg(providers))
+    start = len(providers.smtp_peers)
+    for i in range(3):
+        channel.send({**_row(f"keep{i}@example.com", "email"), "body": f"message {i}"})
+    assert channel.connections == 1 and len(set(providers.smtp_peers[start:])) == 1
+    providers.restart_smtp()  # the server goes away and comes back: the kept connection is dead
+    channel.send({**_row("after-restart@example.com", "email"), "body": "after"})
+    assert channel.connections == 2
+    assert [r.body for r in providers.receipts if r.to == "after-restart@example.com"] == ["after"]
+    channel.close()
+
+
+def test_an_idle_smtp_connection_is_reopened(providers: Providers) -> None:
+    cfg = _cfg(providers)
+    channel = EmailChannel(cfg.model_copy(update={"smtp": cfg.smtp.model_copy(update={"keepalive_s": 0.2})}))
+    channel.send(_row("idle1@example.com", "email"))
+    time.sleep(0.4)
+    channel.send(_row("idle2@example.com", "email"))
+    assert channel.connections == 2
+    channel.close()
+
+
 def test_refusal_is_not_retried_outage_is(stack: Settings, providers: Providers) -> None:
     cfg = _cfg(providers)
     sender = Sender(SmsChannel(cfg), cfg, stack.redis.url)

@@ -38,6 +38,11 @@ from twilio.rest import Client as TwilioClient
 
 from notifier.config import NotifierSettings
 
+# Twilio answers 21610 when the number replied STOP to our sender (Twilio's own opt-out handling).
+TWILIO_UNSUBSCRIBED = 21610
+# SendError reason: the recipient opted out at the provider; not a failure, the preference changed.
+OPTED_OUT = "recipient_opted_out"
+
 
 class SendError(Exception):
     def __init__(self, reason: str, detail: str, *, retryable: bool) -> None:
@@ -94,6 +99,8 @@ class SmsChannel:
         try:
             msg = self.client.messages.create(to=row["address"], from_=self.from_number, body=row["body"])
         except TwilioRestException as exc:
+            if exc.code == TWILIO_UNSUBSCRIBED:
+                raise SendError(OPTED_OUT, f"sms: {exc.msg}", retryable=False) from None
             raise _status_error("sms", exc.status, str(exc.msg)) from None
         except (TwilioException, OSError) as exc:
             self._uncertain.add(nid)
@@ -132,9 +139,12 @@ class EmailChannel:
     made once more on a fresh connection; any other error closes the connection."""
 
     name = "email"
+    FOOTER = {"en": "Stop these emails", "es": "Dejar de recibir estos correos"}
 
     def __init__(self, cfg: NotifierSettings) -> None:
         self.cfg = cfg.smtp
+        # row -> the recipient's one-click unsubscribe URL (set by the Notifier, which holds the secret)
+        self.list_unsubscribe: Callable[[Mapping[str, Any]], str | None] | None = None
         self._smtp: smtplib.SMTP | None = None
         self._last_used = 0.0
         self._lock = threading.Lock()
@@ -174,7 +184,15 @@ class EmailChannel:
         msg_id = make_msgid(idstring=str(row["notification_id"]).replace(":", "."), domain="parcel.example")
         msg["Message-ID"] = msg_id
         msg["X-Notification-Id"] = str(row["notification_id"])
-        msg.set_content(row["body"])
+        body = row["body"]
+        url = self.list_unsubscribe(row) if self.list_unsubscribe is not None else None
+        if url:
+            # RFC 2369 + RFC 8058: mail clients show an unsubscribe button that POSTs to the URL
+            msg["List-Unsubscribe"] = f"<{url}>"
+            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            label = self.FOOTER.get(str(row.get("language") or "en"), self.FOOTER["en"])
+            body = f"{body.rstrip()}\n\n--\n{label}: {url}\n"
+        msg.set_content(body)
         with self._lock:
             try:
                 try:

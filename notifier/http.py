@@ -5,6 +5,9 @@
   GET  /v1/reschedule/{token}         the choices as JSON: delivery windows and nearby pickup stations
   POST /v1/reschedule/{token}         store + publish + confirm a choice (201), JSON
   GET  /v1/reschedule/ops/exceptions  the operations view: exceptions by day, region, facility and reason
+  GET  /u/{token}                     "stop these emails?" (HTML; a GET changes nothing: mail scanners fetch links)
+  POST /u/{token}                     the opt-out: the form's button, or a mail client's RFC 8058 one-click POST
+                                      (`List-Unsubscribe=One-Click`) from the email's List-Unsubscribe header
 
 The token is an HMAC of the shipment id under the tracking secret: unguessable, no lookup table.
 Errors are JSON (or an HTML page for the form) with a code and a message: 404 bad link, 409 a
@@ -24,6 +27,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 
+from notifier.links import BadToken, verify_unsubscribe
 from notifier.reschedule import RescheduleChoice, RescheduleError, RescheduleService
 
 router = APIRouter(tags=["notifier"])
@@ -136,3 +140,31 @@ async def reschedule_form_submit(token: str, request: Request, svc: RescheduleSe
             else "delivery in your chosen window")
     return _page("Done", f"<p>Parcel {html.escape(result['tracking_number'])}: {what}. "
                          "We have sent you a confirmation.</p>", 201)
+
+
+_CHANNEL_WORDS = {"sms": "text messages", "email": "emails", "push": "app notifications"}
+
+
+@router.get("/u/{token}", response_class=HTMLResponse, include_in_schema=False)
+async def unsubscribe_form(token: str, svc: RescheduleService = Depends(get_service)) -> Any:
+    try:
+        _, channel = verify_unsubscribe(token, svc.secret)
+    except BadToken:
+        return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
+    words = _CHANNEL_WORDS[channel]
+    return _page(f"Stop {words}?", f"<p>You will no longer get {words} about your parcels.</p>"
+                                   '<form method="post"><button type="submit">Unsubscribe</button></form>')
+
+
+@router.post("/u/{token}", response_class=HTMLResponse, include_in_schema=False)
+async def unsubscribe(token: str, svc: RescheduleService = Depends(get_service)) -> Any:
+    try:
+        recipient_id, channel = verify_unsubscribe(token, svc.secret)
+    except BadToken:
+        return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
+    name = await run_in_threadpool(svc.store.opt_out, recipient_id, channel)
+    if name is None:
+        return _page("Link not valid", "<p>We have no such recipient.</p>", 404)
+    words = _CHANNEL_WORDS[channel]
+    return _page("Unsubscribed", f"<p>Done: no more {words} about your parcels. "
+                                 "Your tracking page still shows where each parcel is.</p>")

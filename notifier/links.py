@@ -1,6 +1,7 @@
 """Unguessable links: the reschedule token carries the shipment id and an HMAC of it under the
 tracking secret (topologies/bootstrap.py `tracking_secret`), so the form needs no lookup table and
-a guessed or edited token is refused."""
+a guessed or edited token is refused. The unsubscribe token does the same for a recipient and a
+channel (the List-Unsubscribe link of every email)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,28 @@ def verify_token(token: str, secret: str | bytes) -> uuid.UUID:
     if not hmac.compare_digest(reschedule_token(sid, secret), token):
         raise BadToken("token does not match")
     return sid
+
+
+CHANNELS = ("sms", "email", "push")
+
+
+def unsubscribe_token(recipient_id: str | uuid.UUID, channel: str, secret: str | bytes) -> str:
+    rid = uuid.UUID(str(recipient_id))
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}")
+    key = secret.encode() if isinstance(secret, str) else secret
+    mac = hmac.new(key, b"unsubscribe:" + channel.encode() + b":" + rid.bytes, hashlib.sha256).digest()[:16]
+    return f"{_b64(rid.bytes)}.{channel}.{_b64(mac)}"
+
+
+def verify_unsubscribe(token: str, secret: str | bytes) -> tuple[uuid.UUID, str]:
+    """(recipient id, channel) of a valid unsubscribe token; BadToken otherwise."""
+    try:
+        rid_part, channel, _ = token.split(".")
+        rid = uuid.UUID(bytes=_unb64(rid_part))
+        expected = unsubscribe_token(rid, channel, secret)
+    except (ValueError, TypeError):
+        raise BadToken("malformed token") from None
+    if not hmac.compare_digest(expected, token):
+        raise BadToken("token does not match")
+    return rid, channel

@@ -35,10 +35,10 @@ import redis
 
 from config.settings import Settings
 from models.domain import EventType
-from notifier.channels import Channel, Sender, SendError, build_channels
+from notifier.channels import OPTED_OUT, Channel, EmailChannel, Sender, SendError, build_channels
 from notifier.config import NotifierSettings, notifier_settings
 from notifier.dedupe import Claim, Dedupe
-from notifier.links import reschedule_token
+from notifier.links import reschedule_token, unsubscribe_token
 from notifier.metrics import NotifierMetrics
 from notifier.rules import RuleSet, load_rules
 from notifier.store import Contact, NotifierStore, OutboxRow, ShipmentContacts
@@ -128,6 +128,9 @@ class Notifier:
         self.redis = redis.Redis.from_url(settings.redis.url)
         self.dedupe = Dedupe(self.redis)
         chans = dict(channels) if channels is not None else build_channels(self.cfg)
+        email = chans.get("email")
+        if isinstance(email, EmailChannel):
+            email.list_unsubscribe = self.unsubscribe_url
         self.senders = {name: Sender(ch, self.cfg, settings.redis.url,
                                      on_retry=lambda c: metrics.outcome(c, "retried"))
                         for name, ch in chans.items()}
@@ -140,6 +143,13 @@ class Notifier:
         self.pause_after_send = (channel, float(secs or 0))
         # Lease owner id: this process and this instance (the drainer has its own).
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def unsubscribe_url(self, row: Mapping[str, Any]) -> str | None:
+        """The one-click unsubscribe link of a message's recipient on its channel (notifier/http.py)."""
+        if not row.get("recipient_id"):
+            return None
+        token = unsubscribe_token(row["recipient_id"], row["channel"], self.secret)
+        return f"{self.cfg.public_base_url.rstrip('/')}/u/{token}"
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -363,6 +373,13 @@ class Notifier:
             try:
                 ref = sender.send(row)
             except SendError as exc:
+                if exc.reason == OPTED_OUT and row.get("recipient_id"):
+                    # They replied STOP to an earlier text: record it, so nothing more is planned.
+                    self.store.opt_out(row["recipient_id"], channel)
+                    self.store.mark_skipped(row["notification_id"], f"opted_out: {exc.detail}")
+                    self.metrics.outcome(channel, "opted_out")
+                    log.info("recipient opted out at the provider: %s channel=%s", row["notification_id"], channel)
+                    continue
                 row["last_error"] = f"{exc.reason}: {exc.detail}"
                 self.store.mark_dead(row["notification_id"], row["last_error"])
                 self.metrics.outcome(channel, "dead_lettered")

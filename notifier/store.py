@@ -239,6 +239,13 @@ class NotifierStore:
         self.conn.execute("UPDATE notification_outbox SET state = 'sent', sent_at = now(), provider_ref = %s, "
                           "lease_until = NULL WHERE notification_id = %s", (provider_ref, notification_id))
 
+    def opt_out(self, recipient_id: uuid.UUID, channel: str) -> str | None:
+        """The recipient no longer wants messages on this channel; their name, or None if unknown."""
+        column = {"sms": "opt_in_sms", "email": "opt_in_email", "push": "opt_in_push"}[channel]
+        row = self.conn.execute(f"UPDATE recipients SET {column} = false WHERE recipient_id = %s RETURNING name",
+                                (recipient_id,)).fetchone()
+        return row["name"] if row else None
+
     def mark_skipped(self, notification_id: str, why: str) -> None:
         """Not sent, on purpose: the message went stale (expired or superseded) before its send."""
         self.conn.execute("UPDATE notification_outbox SET state = 'skipped', last_error = %s, lease_until = NULL "

@@ -50,6 +50,7 @@ class Providers:
     attempts: list[Receipt] = field(default_factory=list)
     fail: set[str] = field(default_factory=set)
     reject: set[str] = field(default_factory=set)  # numbers Twilio refuses (400, code 21211)
+    unsubscribed: set[str] = field(default_factory=set)  # numbers that replied STOP (400, code 21610)
     twilio: TwilioMessages = field(default_factory=TwilioMessages)  # what Twilio took, for its list API
     listings: list[str] = field(default_factory=list)  # GETs of the Messages list
     slow: dict[str, float] = field(default_factory=dict)  # numbers whose SMS is taken, answered this late
@@ -148,6 +149,10 @@ class Providers:
         to = form.get("To", "")
         with self.lock:
             self.attempts.append(Receipt("sms", to, form.get("Body", ""), None, time.time(), form))
+        if to in self.unsubscribed:
+            self._answer(h, 400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient",
+                                  "more_info": "https://www.twilio.com/docs/errors/21610", "status": 400})
+            return
         if to in self.reject:
             self._answer(h, 400, {"code": 21211, "message": f"The 'To' number {to} is not a valid phone number.",
                                   "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400})

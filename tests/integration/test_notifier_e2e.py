@@ -239,6 +239,28 @@ def test_a_message_held_by_quiet_hours_is_skipped_if_the_shipment_moved_on(
     assert counts(providers, p.recipient) == Counter()
 
 
+def test_a_number_that_replied_stop_is_opted_out_not_dead_lettered(
+        notifier: NotifierProcess, providers: Providers, producer: Producer, pg: psycopg.Connection[Any]) -> None:
+    p = Parcel(pg, Party(providers))
+    providers.unsubscribed.add(p.recipient.phone)  # Twilio answers 21610 for it
+    send(producer, p.event("OUT_FOR_DELIVERY"))
+    wait_for(lambda: received(providers, "push", p.recipient), 60, "the push", notifier)
+    wait_for(lambda: pg.execute("SELECT state FROM notification_outbox WHERE shipment_id = %s AND channel = 'sms'",
+                                (p.id,)).fetchone() == ("skipped",), 30, "the SMS row skipped", notifier)
+    row = pg.execute("SELECT last_error FROM notification_outbox WHERE shipment_id = %s AND channel = 'sms'",
+                     (p.id,)).fetchone()
+    assert row[0].startswith("opted_out: ")
+    assert pg.execute("SELECT opt_in_sms FROM recipients WHERE recipient_id = %s",
+                      (p.recipient.id,)).fetchone() == (False,)
+    assert len([a for a in providers.attempts if a.to == p.recipient.phone]) == 1, "not retried"
+    send(producer, p.event("DELIVERED"))  # the next message is not even planned for SMS
+    wait_for(lambda: len(received(providers, "push", p.recipient)) == 2, 60, "the second push", notifier)
+    time.sleep(SETTLE_S)
+    assert len([a for a in providers.attempts if a.to == p.recipient.phone]) == 1
+    assert pg.execute("SELECT count(*) FROM notification_outbox WHERE shipment_id = %s AND channel = 'sms'",
+                      (p.id,)).fetchone() == (1,)
+
+
 def test_opt_out_suppresses(notifier: NotifierProcess, providers: Providers, producer: Producer,
                             pg: psycopg.Connection[Any]) -> None:
     p = Parcel(pg, Party(providers, opt_in_sms=False, opt_in_push=False))

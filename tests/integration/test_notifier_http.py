@@ -4,6 +4,7 @@ stored + published choice, its confirmation at the local providers, and the 4xx 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,12 +20,15 @@ from prometheus_client import CollectorRegistry
 from config.settings import Settings
 from notifier.config import notifier_settings
 from notifier.http import get_service, router
-from notifier.links import reschedule_token
+from notifier.links import reschedule_token, unsubscribe_token
 from notifier.metrics import NotifierMetrics
 from notifier.reschedule import RescheduleService
+from notifier.rules import load_rules
 from notifier.service import Notifier
+from operators.notify_plan import NotifyPlanStep
+from operators.registry import MessageMeta, StepContext
 from tests.integration.pipeline import high_watermarks, read_topic
-from tests.integration.providers import Parcel, Party, Providers, cleanup_outbox, received
+from tests.integration.providers import TOPIC, Parcel, Party, Providers, cleanup_outbox, received
 
 SECRET = "test-secret-" + "x" * 24
 
@@ -159,3 +163,52 @@ def test_ops_view_lists_exceptions_by_reason_and_facility(client: TestClient, st
     finally:
         store.conn.execute("DELETE FROM exception_events WHERE region = %s", (region,))
         store.close()
+
+
+def test_one_click_unsubscribe_from_an_emails_header(client: TestClient, stack: Settings, providers: Providers,
+                                                     pg: psycopg.Connection[Any]) -> None:
+    """An email carries List-Unsubscribe (+ RFC 8058 one-click) for its recipient; a GET shows the
+    question and changes nothing, the mail client's POST opts the recipient out of email, and the
+    next event reaches them on the other channels only."""
+    parcel = Parcel(pg, Party(providers))
+    cfg = notifier_settings(stack).model_copy(update={
+        "twilio": notifier_settings(stack).twilio.model_copy(update={"base_url": providers.base_url}),
+        "smtp": notifier_settings(stack).smtp.model_copy(update={"port": providers.smtp_port}),
+        "public_base_url": "https://track.example"})
+    n = Notifier(stack, secret=SECRET, metrics=NotifierMetrics(CollectorRegistry()), cfg=cfg)
+    plan = NotifyPlanStep("plan", load_rules(cfg.rules_file))
+
+    def announce(kind: str, **kw: Any) -> None:
+        out = plan(json.dumps(parcel.event(kind, **kw)).encode(), StepContext(MessageMeta(TOPIC, 0, 0, None, 0)))
+        n.handle([(out.value, None)])  # type: ignore[union-attr]
+
+    try:
+        announce("DELIVERY_ATTEMPTED", reason_code="recipient_unavailable", attempt_count=1)
+        email = received(providers, "email", parcel.recipient)
+        assert len(email) == 1
+        header = email[0].raw["List-Unsubscribe"]
+        assert email[0].raw["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        url = "".join(str(header).split()).strip("<>")  # unfolded
+        token = unsubscribe_token(parcel.recipient.id, "email", SECRET)
+        assert url == f"https://track.example/u/{token}" and url in email[0].body, "in the header and the footer"
+        path = url.removeprefix("https://track.example")
+
+        def opted_in() -> bool:
+            return pg.execute("SELECT opt_in_email FROM recipients WHERE recipient_id = %s",
+                              (parcel.recipient.id,)).fetchone()[0]
+
+        page = client.get(path)
+        assert page.status_code == 200 and "Unsubscribe" in page.text and opted_in(), "a GET changes nothing"
+        done = client.post(path, content="List-Unsubscribe=One-Click",
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert done.status_code == 200 and not opted_in()
+        assert client.post(path).status_code == 200, "twice is fine"
+        assert client.post(path[:-3] + "AAA").status_code == 404, "an edited token is refused"
+        wrong_channel = unsubscribe_token(parcel.recipient.id, "sms", SECRET).replace(".sms.", ".push.")
+        assert client.post(f"/u/{wrong_channel}").status_code == 404
+
+        announce("DELIVERED")
+        assert len(received(providers, "email", parcel.recipient)) == 1, "no more email"
+        assert len(received(providers, "sms", parcel.recipient)) == 2, "the other channels still reach them"
+    finally:
+        n.close()

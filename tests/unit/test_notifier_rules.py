@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from notifier.config import NOTIFICATIONS_DIR, NotifierSettings
-from notifier.links import BadToken, reschedule_token, verify_token
+from notifier.links import BadToken, reschedule_token, unsubscribe_token, verify_token, verify_unsubscribe
 from notifier.lint import lint
 from notifier.rules import RulesError, lint_rules, load_rules, parse_rules
 from notifier.service import quiet_until
@@ -203,6 +203,20 @@ def test_reschedule_token_is_verifiable_and_unforgeable() -> None:
         verify_token(token.split(".")[0] + "." + other.split(".")[1], "s" * 32)
     with pytest.raises(BadToken):
         verify_token("garbage", "s" * 32)
+
+
+def test_unsubscribe_token_names_recipient_and_channel_and_is_unforgeable() -> None:
+    rid = uuid.uuid4()
+    token = unsubscribe_token(rid, "email", "secret-a")
+    assert verify_unsubscribe(token, "secret-a") == (rid, "email")
+    for bad in (token.replace(".email.", ".sms."), token[:-2] + "AA", "x.email.y", "", token + ".x"):
+        with pytest.raises(BadToken):
+            verify_unsubscribe(bad, "secret-a")
+    with pytest.raises(BadToken):
+        verify_unsubscribe(token, "secret-b")
+    assert unsubscribe_token(rid, "sms", "secret-a") != token
+    with pytest.raises(ValueError):
+        unsubscribe_token(rid, "fax", "secret-a")
 
 
 def test_settings_accept_env_json() -> None:

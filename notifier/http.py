@@ -143,15 +143,15 @@ async def reschedule_form_submit(token: str, request: Request, svc: RescheduleSe
 
 
 _CHANNEL_WORDS = {"sms": "text messages", "email": "emails", "push": "app notifications"}
+_BAD_LINK = "<p>This unsubscribe link is not valid.</p>"
 
 
 @router.get("/u/{token}", response_class=HTMLResponse, include_in_schema=False)
 async def unsubscribe_form(token: str, svc: RescheduleService = Depends(get_service)) -> Any:
     try:
-        _, channel = verify_unsubscribe(token, svc.secret)
+        words = _CHANNEL_WORDS[verify_unsubscribe(token, svc.secret)[1]]
     except BadToken:
-        return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
-    words = _CHANNEL_WORDS[channel]
+        return _page("Link not valid", _BAD_LINK, 404)
     return _page(f"Stop {words}?", f"<p>You will no longer get {words} about your parcels.</p>"
                                    '<form method="post"><button type="submit">Unsubscribe</button></form>')
 
@@ -161,10 +161,8 @@ async def unsubscribe(token: str, svc: RescheduleService = Depends(get_service))
     try:
         recipient_id, channel = verify_unsubscribe(token, svc.secret)
     except BadToken:
-        return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
-    name = await run_in_threadpool(svc.store.opt_out, recipient_id, channel)
-    if name is None:
+        return _page("Link not valid", _BAD_LINK, 404)
+    if await run_in_threadpool(svc.store.opt_out, recipient_id, channel) is None:
         return _page("Link not valid", "<p>We have no such recipient.</p>", 404)
-    words = _CHANNEL_WORDS[channel]
-    return _page("Unsubscribed", f"<p>Done: no more {words} about your parcels. "
+    return _page("Unsubscribed", f"<p>Done: no more {_CHANNEL_WORDS[channel]} about your parcels. "
                                  "Your tracking page still shows where each parcel is.</p>")

@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from config.settings import Settings
+from sinks.stores import kafka_producer_config
 from topologies.lag import group_lag, partition_lag
 
 
@@ -52,7 +53,7 @@ def _read_all_and_commit(bootstrap: str, group: str, topic: str, expect: int) ->
 def test_markers_are_not_lag_and_records_are(stack: Settings, topic: str) -> None:
     bootstrap = stack.kafka.bootstrap_servers
     group = f"test-lag-{uuid.uuid4().hex[:8]}"
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"test-lag-{uuid.uuid4().hex[:8]}"})
+    producer = Producer(kafka_producer_config(bootstrap, {"transactional.id": f"test-lag-{uuid.uuid4().hex[:8]}"}))
     producer.init_transactions(30)
     _transaction(producer, topic, 3)
     _read_all_and_commit(bootstrap, group, topic, 3)

@@ -133,10 +133,10 @@ class SmsChannel:
 
 
 class EmailChannel:
-    """SMTP with one kept-open connection: the handshake (EHLO, STARTTLS, AUTH) is paid once per
-    `smtp.keepalive_s` of activity, not per message. A connection the server dropped meanwhile is
-    noticed at the next send (SMTPServerDisconnected before the message went out) and that send is
-    made once more on a fresh connection; any other error closes the connection."""
+    """SMTP with a kept-open connection per sending thread: the handshake (EHLO, STARTTLS, AUTH) is
+    paid once per `smtp.keepalive_s` of activity, not per message. A connection the server dropped
+    meanwhile is noticed at the next send (SMTPServerDisconnected before the message went out) and
+    that send is made once more on a fresh connection; any other error closes the connection."""
 
     name = "email"
     FOOTER = {"en": "Stop these emails", "es": "Dejar de recibir estos correos"}
@@ -145,16 +145,18 @@ class EmailChannel:
         self.cfg = cfg.smtp
         # row -> the recipient's one-click unsubscribe URL (set by the Notifier, which holds the secret)
         self.list_unsubscribe: Callable[[Mapping[str, Any]], str | None] | None = None
-        self._smtp: smtplib.SMTP | None = None
-        self._last_used = 0.0
+        self._local = threading.local()  # .smtp, .last_used: this thread's connection
+        self._open: set[smtplib.SMTP] = set()  # every thread's, for close()
         self._lock = threading.Lock()
         self.connections = 0  # opened so far (observability and tests)
 
     def _connection(self) -> smtplib.SMTP:
-        idle = time.monotonic() - self._last_used
-        if self._smtp is not None and (self.cfg.keepalive_s <= 0 or idle > self.cfg.keepalive_s):
-            self.close()
-        if self._smtp is None:
+        smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
+        idle = time.monotonic() - getattr(self._local, "last_used", 0.0)
+        if smtp is not None and (self.cfg.keepalive_s <= 0 or idle > self.cfg.keepalive_s):
+            self._drop()
+            smtp = None
+        if smtp is None:
             smtp = smtplib.SMTP(self.cfg.host, self.cfg.port, timeout=self.cfg.timeout_s)
             try:
                 if self.cfg.starttls:
@@ -164,17 +166,35 @@ class EmailChannel:
             except BaseException:
                 smtp.close()
                 raise
-            self._smtp = smtp
-            self.connections += 1
-        return self._smtp
+            self._local.smtp = smtp
+            with self._lock:
+                self._open.add(smtp)
+                self.connections += 1
+        return smtp
+
+    @staticmethod
+    def _quit(smtp: smtplib.SMTP) -> None:
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
+
+    def _drop(self) -> None:
+        """Close this thread's connection."""
+        smtp = getattr(self._local, "smtp", None)
+        self._local.smtp = None
+        if smtp is not None:
+            with self._lock:
+                self._open.discard(smtp)
+            self._quit(smtp)
 
     def close(self) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is not None:
-            try:
-                smtp.quit()
-            except (smtplib.SMTPException, OSError):
-                smtp.close()
+        """Close every thread's connection (the sending threads are done)."""
+        with self._lock:
+            conns, self._open = list(self._open), set()
+        for smtp in conns:
+            self._quit(smtp)
+        self._local = threading.local()
 
     def send(self, row: Mapping[str, Any]) -> str:
         msg = EmailMessage()
@@ -193,26 +213,25 @@ class EmailChannel:
             label = self.FOOTER.get(str(row.get("language") or "en"), self.FOOTER["en"])
             body = f"{body.rstrip()}\n\n--\n{label}: {url}\n"
         msg.set_content(body)
-        with self._lock:
+        try:
             try:
-                try:
-                    self._connection().send_message(msg)
-                except smtplib.SMTPServerDisconnected:
-                    if self.cfg.keepalive_s <= 0:
-                        raise
-                    self.close()  # a kept connection the server had dropped: once more, fresh
-                    self._connection().send_message(msg)
-                self._last_used = time.monotonic()
-            except smtplib.SMTPResponseException as exc:
-                self.close()
-                retryable = exc.smtp_code < 500  # 4xx is transient in SMTP; 5xx is a permanent refusal
-                raise SendError("provider_unavailable" if retryable else "provider_rejected",
-                                f"email: {exc.smtp_code} {exc.smtp_error!r}", retryable=retryable) from None
-            except (smtplib.SMTPException, OSError) as exc:
-                self.close()
-                raise SendError("provider_unavailable", f"email: {exc}", retryable=True) from None
-            if self.cfg.keepalive_s <= 0:
-                self.close()
+                self._connection().send_message(msg)
+            except smtplib.SMTPServerDisconnected:
+                if self.cfg.keepalive_s <= 0:
+                    raise
+                self._drop()  # a kept connection the server had dropped: once more, fresh
+                self._connection().send_message(msg)
+            self._local.last_used = time.monotonic()
+        except smtplib.SMTPResponseException as exc:
+            self._drop()
+            retryable = exc.smtp_code < 500  # 4xx is transient in SMTP; 5xx is a permanent refusal
+            raise SendError("provider_unavailable" if retryable else "provider_rejected",
+                            f"email: {exc.smtp_code} {exc.smtp_error!r}", retryable=retryable) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            raise SendError("provider_unavailable", f"email: {exc}", retryable=True) from None
+        if self.cfg.keepalive_s <= 0:
+            self._drop()
         return msg_id
 
 

@@ -62,6 +62,15 @@ class NotifierSettings(_Strict):
     # job shares them: a long code sends about one SMS a second.
     rate_limits: dict[str, str] = Field(
         default_factory=lambda: {"sms": "1/second", "email": "50/second", "push": "100/second"})
+    # Messages of one channel in flight at once per process, at most (worker threads; each email
+    # worker holds its own SMTP connection). A remote provider answers in tens to hundreds of
+    # milliseconds, so one sender at a time caps a channel at a few messages a second whatever its
+    # rate limit. A batch starts with one worker per channel and adds one each time a worker's
+    # messages took `slow_send_s` or more apiece: a provider that answers at once (a local relay)
+    # keeps one worker, since on few cores more threads only contend for the interpreter. Messages
+    # to the same address stay on one worker, in order.
+    concurrency: dict[str, int] = Field(default_factory=lambda: {"sms": 4, "email": 2, "push": 4})
+    slow_send_s: float = Field(default=0.02, gt=0)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
@@ -72,11 +81,22 @@ class NotifierSettings(_Strict):
     drain_interval_s: float = Field(default=2.0, gt=0)
     dead_letter_topic: str = "scan-events-dlq"
 
-    @field_validator("windows", "rate_limits", mode="before")
+    @field_validator("windows", "rate_limits", "concurrency", mode="before")
     @classmethod
     def _json(cls, v: Any) -> Any:
         # Environment overrides arrive as JSON text: PARCEL_NOTIFIER__WINDOWS='{"PICKUP": 3}'.
         return json.loads(v) if isinstance(v, str) else v
+
+    @field_validator("concurrency")
+    @classmethod
+    def _at_least_one(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = {k: n for k, n in v.items() if n < 1 or n > 64}
+        if bad:
+            raise ValueError(f"concurrency per channel must be 1-64, got {bad}")
+        return v
+
+    def workers(self, channel: str) -> int:
+        return self.concurrency.get(channel, 1)
 
 
 def notifier_settings(settings: Settings) -> NotifierSettings:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -104,6 +105,25 @@ class DeadLetters:
 
 
 @dataclass
+class _Lane:
+    """One channel's share of a batch: the address groups still to send and its workers."""
+
+    channel: str
+    queue: deque[list[dict[str, Any]]]
+    most: int
+    futures: list[Future[list[tuple[dict[str, Any], str]]]]
+    workers: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_worker(self, notifier: Notifier) -> None:
+        with self.lock:
+            if self.workers >= self.most or not self.queue:
+                return
+            self.workers += 1
+        self.futures.append(notifier.pool.submit(notifier._send_lane, self))  # list.append is atomic
+
+
+@dataclass
 class HandleResult:
     planned: int = 0
     duplicates: int = 0
@@ -134,9 +154,11 @@ class Notifier:
         self.senders = {name: Sender(ch, self.cfg, settings.redis.url,
                                      on_retry=lambda c: metrics.outcome(c, "retried"))
                         for name, ch in chans.items()}
-        # One worker per channel: channels send in parallel, so a failing or slow provider (retries,
-        # backoff, rate limit) never holds up the others.
-        self.pool = ThreadPoolExecutor(max_workers=max(1, len(self.senders)), thread_name_prefix="notify-send")
+        # Workers per channel (`concurrency`): channels send in parallel, so a failing or slow provider
+        # (retries, backoff, rate limit) never holds up the others, and a channel keeps several
+        # messages in flight to a provider that takes a while to answer.
+        self.pool = ThreadPoolExecutor(max_workers=max(1, sum(self.cfg.workers(c) for c in self.senders)),
+                                       thread_name_prefix="notify-send")
         self.dead_letters = DeadLetters(settings.kafka.bootstrap_servers, self.cfg.dead_letter_topic)
         self.pause_after_claim = float(os.environ.get(PAUSE_ENV) or 0)
         channel, _, secs = (os.environ.get(PAUSE_AFTER_SEND_ENV) or "").partition("=")
@@ -330,12 +352,22 @@ class Notifier:
                   result: HandleResult | None = None) -> HandleResult:
         """Send leased rows, channels in parallel; mark each sent or dead (dead-lettered)."""
         result = result or HandleResult()
-        by_channel: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in rows:
-            by_channel[r["channel"]].append(r)
-        futures = [self.pool.submit(self._send_channel, ch, rs) for ch, rs in by_channel.items()]
+        # Per channel, the rows of each address in planned order (UPDATE ... RETURNING gives leased
+        # rows in no set order; created_at is the planning order). The channel's workers take one
+        # address's rows at a time from a shared queue: a recipient's messages go out one after the
+        # other, in order, and a worker that is done early takes the next address.
+        by_address: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
+        for r in sorted(rows, key=lambda r: (r["created_at"], r["notification_id"])):
+            by_address[r["channel"]].setdefault(str(r["address"]), []).append(r)
+        futures: list[Future[list[tuple[dict[str, Any], str]]]] = []
+        for ch, groups in by_address.items():
+            lane = _Lane(ch, deque(groups.values()), self.cfg.workers(ch), futures)
+            lane.add_worker(self)
         outcomes: dict[uuid.UUID | None, list[str]] = defaultdict(list)
-        for f in futures:
+        done = 0
+        while done < len(futures):  # a worker may add another before it finishes
+            f = futures[done]
+            done += 1
             for row, outcome in f.result():
                 outcomes[row["event_id"]].append(outcome)
                 if outcome == "sent":
@@ -355,6 +387,18 @@ class Notifier:
                     self.dedupe.release(str(r["shipment_id"]), r["event_type"], str(r["event_id"]))
         self.dead_letters.flush()
         return result
+
+    def _send_lane(self, lane: _Lane) -> list[tuple[dict[str, Any], str]]:
+        out: list[tuple[dict[str, Any], str]] = []
+        while True:
+            try:
+                rows = lane.queue.popleft()  # thread-safe
+            except IndexError:
+                return out
+            t0 = time.monotonic()
+            out += self._send_channel(lane.channel, rows)
+            if (time.monotonic() - t0) / len(rows) >= self.cfg.slow_send_s:
+                lane.add_worker(self)  # a slow provider: keep one more message in flight
 
     def _send_channel(self, channel: str, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
         sender = self.senders.get(channel)

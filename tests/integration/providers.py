@@ -55,6 +55,9 @@ class Providers:
     listings: list[str] = field(default_factory=list)  # GETs of the Messages list
     slow: dict[str, float] = field(default_factory=dict)  # numbers whose SMS is taken, answered this late
     smtp_peers: list[tuple[str, int]] = field(default_factory=list)  # the client end of each email's connection
+    latency_s: float = 0.0  # every taken SMS waits this long before Twilio answers (a remote provider)
+    in_flight: Counter[str] = field(default_factory=Counter)  # SMS being answered now: "*" and per number
+    most_in_flight: Counter[str] = field(default_factory=Counter)  # the most at once, same keys
     lock: threading.Lock = field(default_factory=threading.Lock)
     http: ThreadingHTTPServer | None = None
     smtp: Controller | None = None
@@ -164,8 +167,19 @@ class Providers:
             return
         self._record(Receipt("sms", to, form.get("Body", ""), None, time.time(), form))
         msg = self.twilio.create(h.path, form)
-        if to in self.slow:
-            time.sleep(self.slow[to])  # taken, but the answer comes after the client gave up
+        with self.lock:
+            for k in ("*", to):
+                self.in_flight[k] += 1
+                self.most_in_flight[k] = max(self.most_in_flight[k], self.in_flight[k])
+        try:
+            if to in self.slow:
+                time.sleep(self.slow[to])  # taken, but the answer comes after the client gave up
+            elif self.latency_s:
+                time.sleep(self.latency_s)
+        finally:
+            with self.lock:
+                for k in ("*", to):
+                    self.in_flight[k] -= 1
         self._answer(h, 201, msg)
 
     def _push(self, h: BaseHTTPRequestHandler, raw: bytes) -> None:

@@ -261,6 +261,28 @@ def test_a_number_that_replied_stop_is_opted_out_not_dead_lettered(
                       (p.id,)).fetchone() == (1,)
 
 
+def test_a_slow_provider_gets_several_messages_at_once_but_one_address_in_order(
+        notifier: NotifierProcess, providers: Providers, producer: Producer, pg: psycopg.Connection[Any]) -> None:
+    """`notifier.concurrency` (SMS: up to 4 workers): a provider answering in 0.3 s (slower than
+    `slow_send_s`) makes the batch add workers and gets several SMS in flight, while the messages
+    of one number stay on one worker, one after the other, in order."""
+    parcels = [Parcel(pg, Party(providers)) for _ in range(8)]
+    busy = parcels[0]
+    providers.most_in_flight.clear()
+    providers.latency_s = 0.3
+    try:
+        send(producer, *(p.event("OUT_FOR_DELIVERY") for p in parcels),
+             busy.event("DELIVERY_ATTEMPTED", reason_code="refused", attempt_count=1))
+        wait_for(lambda: all(received(providers, "sms", p.recipient) for p in parcels)
+                 and len(received(providers, "sms", busy.recipient)) == 2, 60, "the SMS", notifier)
+    finally:
+        providers.latency_s = 0.0
+    assert 2 <= providers.most_in_flight["*"] <= 4
+    assert providers.most_in_flight[busy.recipient.phone] == 1
+    first, second = received(providers, "sms", busy.recipient)
+    assert "out for delivery" in first.body.lower() and "attempt 1 of 3" in second.body.lower()
+
+
 def test_opt_out_suppresses(notifier: NotifierProcess, providers: Providers, producer: Producer,
                             pg: psycopg.Connection[Any]) -> None:
     p = Parcel(pg, Party(providers, opt_in_sms=False, opt_in_push=False))

@@ -111,7 +111,7 @@ def providers() -> Iterator[Providers]:
 def test_simulated_day_gives_exactly_the_expected_messages(stack: Settings, providers: Providers,
                                                            tmp_path: Path) -> None:
     def a_day() -> Any:
-        return plan_day(25, seed=random.randrange(10**6), exception_share=0.25, failed_attempt_share=0.3,
+        return plan_day(40, seed=random.randrange(10**6), exception_share=0.25, failed_attempt_share=0.3,
                         return_share=0.12, duplicate_share=0.03, invalid_transition_share=0.0, malformed_share=0.0)
 
     day = a_day()
@@ -216,7 +216,10 @@ def test_simulated_day_gives_exactly_the_expected_messages(stack: Settings, prov
                         continue
                     key = address.removeprefix(providers.base_url) if ch == "push" else address
                     expected[(ch, key, n["tracking_number"])] += 1
-        assert sum(expected.values()) > 20, f"a day with too little to notify: {expected}"
+        # A catching-up notifier sends about one message per channel per shipment (mostly the
+        # delivery); quiet hours hold SMS and push for some recipients, depending on the hour.
+        planned = sum(expected.values()) + sum(deferred.values())
+        assert planned >= 20, f"a day with too little to notify: {expected}, held {deferred}"
 
         ours = {s.tracking_number for s in day.shipments}
 

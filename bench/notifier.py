@@ -86,11 +86,9 @@ def event(ship: dict[str, Any], kind: str) -> dict[str, Any]:
 
 def decisions(s: Settings, providers: Providers, n: int, batch: int, send: bool,
               concurrency: dict[str, int] | None = None) -> dict[str, float]:
-    cfg = notifier_settings(s).model_copy(update={
-        "twilio": notifier_settings(s).twilio.model_copy(update={"base_url": providers.base_url}),
-        "smtp": notifier_settings(s).smtp.model_copy(update={"port": providers.smtp_port}),
-        "rate_limits": {"sms": "1000000/second", "email": "1000000/second", "push": "1000000/second"},
-        **({"concurrency": concurrency} if concurrency else {})})
+    cfg = providers.notifier_cfg(
+        s, rate_limits={"sms": "1000000/second", "email": "1000000/second", "push": "1000000/second"},
+        **({"concurrency": concurrency} if concurrency else {}))
     notifier = Notifier(s, secret="bench-secret-" + "x" * 20, metrics=NotifierMetrics(CollectorRegistry()), cfg=cfg)
     plan = NotifyPlanStep("plan", load_rules(cfg.rules_file))
     ships = make_shipments(s, providers, n)
@@ -374,8 +372,9 @@ at once). With one sender per channel the SMS channel does one message per round
 default (up to {r['slow_sms'][1]['concurrency']} workers, added while sends take
 `slow_send_s` = 20 ms or more apiece) several are in flight. Interleaved. With providers that answer
 at once the batch keeps one worker per channel, so the first table does not pay for threads that
-would only contend for the interpreter on two cores (measured: 10 fixed workers made it 140 events/s
-instead of ~250, and the end-to-end p99 at 50/s 3.2 s instead of 1.6).
+would only contend for the interpreter on two cores (measured before the ramp-up, interleaved with
+one sender per channel: 14 fixed workers made this row 138-145 events/s instead of 233-257, and 10
+fixed workers the end-to-end p99 at 50/s 3.21 s instead of 1.61 s).
 
 | round | senders | events/s | messages/s |
 |---|---|---|---|

@@ -80,6 +80,8 @@ class BaseUrlHttpClient(TwilioHttpClient):
 
 class SmsChannel:
     name = "sms"
+    # Statuses of a message Twilio took and has not given up on (a failed one may be sent again).
+    TAKEN = frozenset({"accepted", "scheduled", "queued", "sending", "sent", "delivered", "read"})
 
     def __init__(self, cfg: NotifierSettings) -> None:
         t = cfg.twilio
@@ -107,9 +109,6 @@ class SmsChannel:
             raise SendError("provider_unavailable", f"sms: {exc}", retryable=True) from None
         self._uncertain.discard(nid)
         return str(msg.sid)
-
-    # Statuses of a message Twilio took and has not given up on (a failed one may be sent again).
-    TAKEN = frozenset({"accepted", "scheduled", "queued", "sending", "sent", "delivered", "read"})
 
     def already_accepted(self, row: Mapping[str, Any]) -> str | None:
         """The sid of a message Twilio already took for this row: to the same number, from ours, the

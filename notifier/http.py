@@ -162,7 +162,7 @@ async def unsubscribe(token: str, svc: RescheduleService = Depends(get_service))
         recipient_id, channel = verify_unsubscribe(token, svc.secret)
     except BadToken:
         return _page("Link not valid", _BAD_LINK, 404)
-    if await run_in_threadpool(svc.store.opt_out, recipient_id, channel) is None:
+    if not await run_in_threadpool(svc.store.opt_out, recipient_id, channel):
         return _page("Link not valid", "<p>We have no such recipient.</p>", 404)
     return _page("Unsubscribed", f"<p>Done: no more {_CHANNEL_WORDS[channel]} about your parcels. "
                                  "Your tracking page still shows where each parcel is.</p>")

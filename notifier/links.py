@@ -10,6 +10,8 @@ import hashlib
 import hmac
 import uuid
 
+from notifier.rules import CHANNELS
+
 
 class BadToken(ValueError):
     pass
@@ -40,9 +42,6 @@ def verify_token(token: str, secret: str | bytes) -> uuid.UUID:
     if not hmac.compare_digest(reschedule_token(sid, secret), token):
         raise BadToken("token does not match")
     return sid
-
-
-CHANNELS = ("sms", "email", "push")
 
 
 def unsubscribe_token(recipient_id: str | uuid.UUID, channel: str, secret: str | bytes) -> str:

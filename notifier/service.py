@@ -254,9 +254,10 @@ class Notifier:
 
     def _stale(self, planned: PlannedEvent, why: str, contact: ShipmentContacts, result: HandleResult) -> None:
         """A message that is no longer true is not sent: nothing is claimed, planned or sent."""
-        ev = planned.event
+        ev, rule = planned.event, planned.rule
+        assert rule is not None  # handle() judges only events with a rule
         self.metrics.decided.labels(ev.notify_type, why).inc()
-        for channel in planned.rule.channels if planned.rule else ():
+        for channel in rule.channels:
             self.metrics.outcome(channel, why)
             result.skipped[why] = result.skipped.get(why, 0) + 1
         log.info("notification not sent (%s): shipment_id=%s event_type=%s event_at=%s status=%s last_event_at=%s",

@@ -16,6 +16,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from notifier.rules import CHANNELS
+
 
 @dataclass(frozen=True)
 class Contact:
@@ -239,12 +241,12 @@ class NotifierStore:
         self.conn.execute("UPDATE notification_outbox SET state = 'sent', sent_at = now(), provider_ref = %s, "
                           "lease_until = NULL WHERE notification_id = %s", (provider_ref, notification_id))
 
-    def opt_out(self, recipient_id: uuid.UUID, channel: str) -> str | None:
-        """The recipient no longer wants messages on this channel; their name, or None if unknown."""
-        column = {"sms": "opt_in_sms", "email": "opt_in_email", "push": "opt_in_push"}[channel]
-        row = self.conn.execute(f"UPDATE recipients SET {column} = false WHERE recipient_id = %s RETURNING name",
-                                (recipient_id,)).fetchone()
-        return row["name"] if row else None
+    def opt_out(self, recipient_id: uuid.UUID, channel: str) -> bool:
+        """The recipient no longer wants messages on this channel; False if there is no such recipient."""
+        if channel not in CHANNELS:  # the column name is built from it
+            raise ValueError(f"unknown channel {channel!r}")
+        return self.conn.execute(f"UPDATE recipients SET opt_in_{channel} = false WHERE recipient_id = %s "
+                                 "RETURNING 1", (recipient_id,)).fetchone() is not None
 
     def mark_skipped(self, notification_id: str, why: str) -> None:
         """Not sent, on purpose: the message went stale (expired or superseded) before its send."""

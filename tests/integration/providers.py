@@ -27,6 +27,8 @@ from aiosmtpd.controller import Controller
 from confluent_kafka import Producer
 
 from api.testing import Process, topology_process
+from config.settings import Settings
+from notifier.config import NotifierSettings, notifier_settings
 from notifier.sandbox import TwilioMessages, is_twilio_messages
 from tests.integration.pipeline import wait_for as pipeline_wait_for
 
@@ -137,6 +139,13 @@ class Providers:
 
     def push_url(self, name: str) -> str:
         return f"{self.base_url}/push/{name}"
+
+    def notifier_cfg(self, settings: Settings, **update: Any) -> NotifierSettings:
+        """The notifier's settings with SMS and email pointed at these servers (for an in-process
+        `Notifier`; `env()` does the same for a notifier process), plus `update`."""
+        cfg = notifier_settings(settings)
+        return cfg.model_copy(update={"twilio": cfg.twilio.model_copy(update={"base_url": self.base_url}),
+                                      "smtp": cfg.smtp.model_copy(update={"port": self.smtp_port}), **update})
 
     def env(self) -> dict[str, str]:
         """Settings overrides that point a notifier process at these servers."""

@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from config.settings import Settings
-from notifier.config import notifier_settings
 from notifier.http import get_service, router
 from notifier.links import reschedule_token, unsubscribe_token
 from notifier.metrics import NotifierMetrics
@@ -89,9 +88,7 @@ def test_failed_attempt_link_to_stored_published_and_confirmed_choice(
     assert again.status_code == 201 and again.json()["status"] == "already_recorded"
 
     # the confirmation goes out through the outbox (the notifier's drainer; here called directly)
-    cfg = notifier_settings(stack).model_copy(update={
-        "twilio": notifier_settings(stack).twilio.model_copy(update={"base_url": providers.base_url}),
-        "smtp": notifier_settings(stack).smtp.model_copy(update={"port": providers.smtp_port})})
+    cfg = providers.notifier_cfg(stack)
     n = Notifier(stack, secret=SECRET, metrics=NotifierMetrics(CollectorRegistry()), cfg=cfg)
     try:
         n.drain(shipment_ids=[parcel.id])
@@ -171,10 +168,7 @@ def test_one_click_unsubscribe_from_an_emails_header(client: TestClient, stack: 
     question and changes nothing, the mail client's POST opts the recipient out of email, and the
     next event reaches them on the other channels only."""
     parcel = Parcel(pg, Party(providers))
-    cfg = notifier_settings(stack).model_copy(update={
-        "twilio": notifier_settings(stack).twilio.model_copy(update={"base_url": providers.base_url}),
-        "smtp": notifier_settings(stack).smtp.model_copy(update={"port": providers.smtp_port}),
-        "public_base_url": "https://track.example"})
+    cfg = providers.notifier_cfg(stack, public_base_url="https://track.example")
     n = Notifier(stack, secret=SECRET, metrics=NotifierMetrics(CollectorRegistry()), cfg=cfg)
     plan = NotifyPlanStep("plan", load_rules(cfg.rules_file))
 
